@@ -1,0 +1,166 @@
+/**
+ * buildApp(config) → a ready-to-listen Fastify instance holding the API, the embedded MQTT broker and
+ * the database. No I/O at import time; the process itself (signals, listen) belongs to server.ts.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Config } from './config.js';
+import { systemClock, type Clock } from './lib/clock.js';
+import { newSecret } from './lib/ids.js';
+import authPlugin from './plugins/auth.js';
+import brokerPlugin from './plugins/broker.js';
+import dbPlugin from './plugins/db.js';
+import errorsPlugin from './plugins/errors.js';
+import openapiPlugin from './plugins/openapi.js';
+import { AreasRepository } from './modules/areas/areas.repository.js';
+import areasRoutes from './modules/areas/areas.routes.js';
+import { AreasService } from './modules/areas/areas.service.js';
+import { AuditRepository } from './modules/audit/audit.repository.js';
+import auditRoutes from './modules/audit/audit.routes.js';
+import { AuditService } from './modules/audit/audit.service.js';
+import { AuthRepository } from './modules/auth/auth.repository.js';
+import authRoutes from './modules/auth/auth.routes.js';
+import { AuthService } from './modules/auth/auth.service.js';
+import { LoginThrottle } from './modules/auth/login-throttle.js';
+import { CommandsRepository } from './modules/commands/commands.repository.js';
+import commandsRoutes from './modules/commands/commands.routes.js';
+import { CommandsService } from './modules/commands/commands.service.js';
+import { connectDeviceEvents } from './modules/devices/device-events.js';
+import { DevicesRepository } from './modules/devices/devices.repository.js';
+import devicesRoutes from './modules/devices/devices.routes.js';
+import { DevicesService } from './modules/devices/devices.service.js';
+import healthRoutes from './modules/health/health.routes.js';
+import { UsersRepository } from './modules/users/users.repository.js';
+import usersRoutes from './modules/users/users.routes.js';
+import { UsersService } from './modules/users/users.service.js';
+
+export interface Services {
+  audit: AuditService;
+  areas: AreasService;
+  users: UsersService;
+  auth: AuthService;
+  devices: DevicesService;
+  commands: CommandsService;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services;
+  }
+}
+
+export interface AppOptions {
+  config: Config;
+  /** Tests pass a controllable clock; everything time-dependent reads it. */
+  clock?: Clock;
+  logger?: FastifyServerOptions['logger'];
+  /** How often expired command deliveries are closed. */
+  expirySweepMs?: number;
+}
+
+const REDACT = ['req.headers.authorization', '*.password', 'body.password'];
+
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const { config } = options;
+  const clock = options.clock ?? systemClock;
+
+  const app = Fastify({
+    logger: options.logger ?? { level: config.log.level, redact: REDACT },
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
+    },
+    bodyLimit: 1024 * 1024,
+    trustProxy: config.http.trustProxy,
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  await app.register(errorsPlugin);
+  await app.register(dbPlugin, { file: config.databaseFile });
+  // onClose hooks run in reverse order of registration: the broker closes (no more acks arrive), then
+  // queued writes are flushed, then the database closes.
+  app.addHook('onClose', async () => {
+    app.services.devices.flush();
+    app.services.commands.flush();
+  });
+
+  const repos = {
+    audit: new AuditRepository(app.db),
+    areas: new AreasRepository(app.db),
+    users: new UsersRepository(app.db),
+    auth: new AuthRepository(app.db),
+    devices: new DevicesRepository(app.db),
+    commands: new CommandsRepository(app.db),
+  };
+
+  await app.register(brokerPlugin, {
+    host: config.mqtt.host,
+    port: config.mqtt.port,
+    maxConnectsPerSecond: config.mqtt.maxConnectsPerSecond,
+    // Bound late: devices only connect once the app is listening, when the services exist.
+    authenticate: (deviceId, secret) => app.services.devices.authenticate(deviceId, secret),
+  });
+
+  const audit = new AuditService(repos.audit, clock);
+  const areas = new AreasService(repos.areas, audit, clock);
+  const devices = new DevicesService(repos.devices, areas, audit, app.broker, clock, app.log.child({ module: 'devices' }));
+  const services: Services = {
+    audit,
+    areas,
+    users: new UsersService(repos.users, areas, audit, clock),
+    auth: new AuthService(repos.auth, repos.users, audit, new LoginThrottle(clock), clock, config.auth.tokenTtlMs),
+    devices,
+    commands: new CommandsService(
+      repos.commands,
+      repos.devices,
+      areas,
+      audit,
+      app.broker,
+      clock,
+      app.log.child({ module: 'commands' }),
+    ),
+  };
+  app.decorate('services', services);
+
+  // Nothing survives a restart of the embedded broker: every device is offline until it connects.
+  devices.markAllOffline();
+  connectDeviceEvents(app.broker, services, app.log.child({ module: 'device-events' }));
+
+  const sweepMs = options.expirySweepMs ?? 1_000;
+  let sweeper: ReturnType<Clock['setInterval']> | undefined;
+  app.addHook('onReady', async () => {
+    const admin = await services.users.ensureAdmin(config.auth.adminPassword, () => newSecret().slice(0, 20));
+    if (admin.password) {
+      app.log.warn(
+        { username: 'admin', initialPassword: admin.password },
+        'Created the first user "admin" with a generated password, shown only this once. Set ADMIN_PASSWORD to choose it.',
+      );
+    }
+    sweeper = clock.setInterval(() => services.commands.expireDue(), sweepMs);
+  });
+  app.addHook('onClose', async () => {
+    if (sweeper) clock.clearInterval(sweeper);
+  });
+
+  await app.register(openapiPlugin, { publicUrl: config.http.publicUrl });
+  await app.register(healthRoutes);
+  await app.register(
+    async (api) => {
+      await api.register(authPlugin, { authenticate: (token) => services.auth.authenticate(token) });
+      await api.register(authRoutes);
+      await api.register(usersRoutes);
+      await api.register(areasRoutes);
+      await api.register(devicesRoutes);
+      await api.register(commandsRoutes);
+      await api.register(auditRoutes);
+    },
+    { prefix: '/api/v1' },
+  );
+
+  return app;
+}

@@ -1,0 +1,32 @@
+import { sqliteTable, text, integer, index } from 'drizzle-orm/sqlite-core';
+import { areas } from './areas.js';
+
+export const DEVICE_KINDS = ['station', 'cluster'] as const;
+export type DeviceKind = (typeof DEVICE_KINDS)[number];
+
+export const devices = sqliteTable(
+  'devices',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    kind: text('kind', { enum: DEVICE_KINDS }).notNull(),
+    areaId: text('area_id')
+      .notNull()
+      .references(() => areas.id),
+    /** SHA-256 of the device secret (see devices.service for why not scrypt). */
+    secretHash: text('secret_hash').notNull(),
+    createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
+    updatedAt: integer('updated_at', { mode: 'timestamp_ms' }).notNull(),
+    // Presence, owned by the broker plugin; every device is offline at start-up.
+    online: integer('online', { mode: 'boolean' }).notNull().default(false),
+    lastSeenAt: integer('last_seen_at', { mode: 'timestamp_ms' }),
+    // The latest `state` message the device reported (protocol.md).
+    firmware: text('firmware'),
+    volume: integer('volume'),
+    playing: text('playing', { mode: 'json' }),
+    stateAt: integer('state_at', { mode: 'timestamp_ms' }),
+  },
+  (t) => [index('devices_area_idx').on(t.areaId), index('devices_online_idx').on(t.online)],
+);
+
+export type DeviceRow = typeof devices.$inferSelect;

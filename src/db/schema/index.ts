@@ -1,0 +1,5 @@
+export * from './areas.js';
+export * from './users.js';
+export * from './devices.js';
+export * from './commands.js';
+export * from './audit.js';

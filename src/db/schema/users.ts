@@ -1,0 +1,36 @@
+import { sqliteTable, text, integer, index } from 'drizzle-orm/sqlite-core';
+import { areas } from './areas.js';
+
+export const ROLES = ['admin', 'district_operator', 'broadcaster', 'technician'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const users = sqliteTable(
+  'users',
+  {
+    id: text('id').primaryKey(),
+    username: text('username').notNull().unique(),
+    displayName: text('display_name'),
+    passwordHash: text('password_hash').notNull(),
+    role: text('role', { enum: ROLES }).notNull(),
+    // Null only for admins, who act everywhere.
+    areaId: text('area_id').references(() => areas.id),
+    createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
+  },
+  (t) => [index('users_area_idx').on(t.areaId)],
+);
+
+/** API tokens are stored as SHA-256 hashes: a leaked database does not leak usable tokens. */
+export const apiTokens = sqliteTable(
+  'api_tokens',
+  {
+    tokenHash: text('token_hash').primaryKey(),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
+    expiresAt: integer('expires_at', { mode: 'timestamp_ms' }).notNull(),
+  },
+  (t) => [index('api_tokens_user_idx').on(t.userId), index('api_tokens_expires_idx').on(t.expiresAt)],
+);
+
+export type UserRow = typeof users.$inferSelect;

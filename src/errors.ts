@@ -1,0 +1,73 @@
+/**
+ * The closed catalogue of error codes. Every error a client can see has one of these codes and is rendered
+ * as RFC 9457 problem+json by the errors plugin; anything else becomes `internal` with nothing internal in
+ * the body. docs/errors.md lists the codes for API users.
+ */
+export const ERROR_CATALOGUE = {
+  validation_failed: { status: 400, title: 'The request is not valid' },
+  bad_request: { status: 400, title: 'The request could not be read' },
+  unauthenticated: { status: 401, title: 'Authentication required' },
+  invalid_credentials: { status: 401, title: 'Wrong username or password' },
+  forbidden: { status: 403, title: 'Not allowed' },
+  not_found: { status: 404, title: 'Not found' },
+  conflict: { status: 409, title: 'Conflicts with existing data' },
+  area_not_empty: { status: 409, title: 'The area still has sub-areas, devices or users' },
+  payload_too_large: { status: 413, title: 'The request body is too large' },
+  unsupported_media_type: { status: 415, title: 'Unsupported content type' },
+  too_many_requests: { status: 429, title: 'Too many requests' },
+  internal: { status: 500, title: 'Internal server error' },
+  unavailable: { status: 503, title: 'Service unavailable' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export interface FieldError {
+  /** Dotted path of the offending field, prefixed by where it was: `body.params.level`, `query.limit`. */
+  field: string;
+  message: string;
+}
+
+export class AppError extends Error {
+  override name = 'AppError';
+  readonly status: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    readonly detail?: string,
+    readonly extra: { errors?: FieldError[]; retryAfterS?: number } = {},
+  ) {
+    super(detail ?? ERROR_CATALOGUE[code].title);
+    this.status = ERROR_CATALOGUE[code].status;
+  }
+}
+
+export const problemType = (code: ErrorCode) => `urn:loa:problem:${code}`;
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  instance?: string;
+  code: ErrorCode;
+  errors?: FieldError[];
+}
+
+export function toProblem(err: AppError, instance?: string): Problem {
+  const entry = ERROR_CATALOGUE[err.code];
+  return {
+    type: problemType(err.code),
+    title: entry.title,
+    status: entry.status,
+    ...(err.detail ? { detail: err.detail } : {}),
+    ...(instance ? { instance } : {}),
+    code: err.code,
+    ...(err.extra.errors ? { errors: err.extra.errors } : {}),
+  };
+}
+
+/** Convenience constructors for the common cases, so call sites read as sentences. */
+export const notFound = (what: string) => new AppError('not_found', `${what} not found`);
+export const forbidden = (detail: string) => new AppError('forbidden', detail);
+export const invalid = (field: string, message: string) =>
+  new AppError('validation_failed', `${field}: ${message}`, { errors: [{ field, message }] });

@@ -1,0 +1,62 @@
+import { count, eq, inArray, sql } from 'drizzle-orm';
+import type { Db } from '../../db/index.js';
+import { areas, devices, users, type AreaRow } from '../../db/schema/index.js';
+import { likePrefix } from '../../lib/scope.js';
+
+export class AreasRepository {
+  constructor(private readonly db: Db) {}
+
+  insert(row: AreaRow): void {
+    this.db.insert(areas).values(row).run();
+  }
+
+  findById(id: string): AreaRow | undefined {
+    return this.db.select().from(areas).where(eq(areas.id, id)).get();
+  }
+
+  findMany(ids: readonly string[]): AreaRow[] {
+    if (ids.length === 0) return [];
+    return this.db
+      .select()
+      .from(areas)
+      .where(inArray(areas.id, ids))
+      .all();
+  }
+
+  /** Every area whose path starts with `pathPrefix` (the whole table when null). */
+  listSubtree(pathPrefix: string | null): AreaRow[] {
+    const query = this.db.select().from(areas);
+    return pathPrefix === null
+      ? query.all()
+      : query.where(sql`${areas.path} LIKE ${likePrefix(pathPrefix)} ESCAPE '\\'`).all();
+  }
+
+  /** What still hangs off an area; deleting it would orphan these. */
+  dependents(id: string): { children: number; devices: number; users: number } {
+    const one = (q: { c: number } | undefined) => q?.c ?? 0;
+    return {
+      children: one(this.db.select({ c: count() }).from(areas).where(eq(areas.parentId, id)).get()),
+      devices: one(this.db.select({ c: count() }).from(devices).where(eq(devices.areaId, id)).get()),
+      users: one(this.db.select({ c: count() }).from(users).where(eq(users.areaId, id)).get()),
+    };
+  }
+
+  update(id: string, patch: Partial<Pick<AreaRow, 'name' | 'level' | 'updatedAt'>>): void {
+    this.db.update(areas).set(patch).where(eq(areas.id, id)).run();
+  }
+
+  /** Moves an area and its whole subtree: every descendant's path gets the new prefix, atomically. */
+  reparent(id: string, parentId: string | null, oldPath: string, newPath: string, at: Date): void {
+    this.db.transaction((tx) => {
+      tx.update(areas).set({ parentId, updatedAt: at }).where(eq(areas.id, id)).run();
+      tx.update(areas)
+        .set({ path: sql`${newPath} || substr(${areas.path}, ${oldPath.length + 1})` })
+        .where(sql`${areas.path} LIKE ${likePrefix(oldPath)} ESCAPE '\\'`)
+        .run();
+    });
+  }
+
+  delete(id: string): void {
+    this.db.delete(areas).where(eq(areas.id, id)).run();
+  }
+}

@@ -1,0 +1,55 @@
+import type { Clock } from '../../lib/clock.js';
+import type { Actor } from '../../lib/scope.js';
+import type { AuditRepository } from './audit.repository.js';
+
+/** What can be audited; a closed list so that reports can rely on the names. */
+export type AuditAction =
+  | 'auth.login'
+  | 'auth.login_failed'
+  | 'auth.logout'
+  | 'user.create'
+  | 'area.create'
+  | 'area.update'
+  | 'area.delete'
+  | 'device.create'
+  | 'device.update'
+  | 'device.delete'
+  | 'device.credentials_rotated'
+  | 'command.create';
+
+export class AuditService {
+  constructor(
+    private readonly repo: AuditRepository,
+    private readonly clock: Clock,
+  ) {}
+
+  record(
+    actor: Pick<Actor, 'id' | 'username'> | null,
+    action: AuditAction,
+    target: { type: string; id?: string | null },
+    details?: Record<string, unknown>,
+  ): void {
+    this.repo.insert({
+      at: this.clock.now(),
+      actorId: actor?.id ?? null,
+      actorUsername: actor?.username ?? null,
+      action,
+      targetType: target.type,
+      targetId: target.id ?? null,
+      details: details ?? null,
+    });
+  }
+
+  list(filter: { beforeId?: number; targetType?: string; targetId?: string; limit: number }) {
+    return this.repo.list(filter).map((row) => ({
+      id: row.id,
+      at: row.at.toISOString(),
+      actorId: row.actorId,
+      actorUsername: row.actorUsername,
+      action: row.action,
+      targetType: row.targetType,
+      targetId: row.targetId,
+      details: (row.details ?? null) as Record<string, unknown> | null,
+    }));
+  }
+}

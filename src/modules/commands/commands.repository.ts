@@ -1,0 +1,193 @@
+import { and, asc, desc, eq, exists, gt, inArray, lte, or, sql, type SQL } from 'drizzle-orm';
+import type { Db } from '../../db/index.js';
+import {
+  areas,
+  commandDeliveries,
+  commands,
+  devices,
+  users,
+  type CommandRow,
+  type DeliveryStatus,
+} from '../../db/schema/index.js';
+import { likePrefix } from '../../lib/scope.js';
+import type { AckStatus } from '../../protocol/index.js';
+
+export interface AckUpdate {
+  commandId: string;
+  deviceId: string;
+  status: AckStatus;
+  reason: string | null;
+  at: Date;
+}
+
+/** Statuses an ack may move a delivery out of. A final answer (done/failed/rejected) is never overwritten,
+ * and a late `received` never undoes a final one; a device's ack beats our guess of expired/offline. */
+const REPLACEABLE_BY: Record<AckStatus, DeliveryStatus[]> = {
+  received: ['pending', 'expired', 'offline'],
+  done: ['pending', 'received', 'expired', 'offline'],
+  failed: ['pending', 'received', 'expired', 'offline'],
+  rejected: ['pending', 'received', 'expired', 'offline'],
+};
+
+// SQLite allows 32,766 bound parameters per statement; 7 columns × 2,000 rows stays well below.
+const INSERT_CHUNK = 2_000;
+
+const inSubtree = (pathPrefix: string) => sql`${areas.path} LIKE ${likePrefix(pathPrefix)} ESCAPE '\\'`;
+
+export class CommandsRepository {
+  constructor(private readonly db: Db) {}
+
+  /** The command and one delivery row per target, atomically, with the audit entry written by `also`. */
+  insert(
+    command: CommandRow,
+    targets: readonly { deviceId: string; sentAt: Date | null }[],
+    also: () => void,
+  ): void {
+    this.db.transaction((tx) => {
+      tx.insert(commands).values(command).run();
+      for (let i = 0; i < targets.length; i += INSERT_CHUNK) {
+        tx.insert(commandDeliveries)
+          .values(
+            targets.slice(i, i + INSERT_CHUNK).map((t) => ({
+              commandId: command.id,
+              deviceId: t.deviceId,
+              status: 'pending' as const,
+              sentAt: t.sentAt,
+              expiresAt: command.expiresAt,
+              updatedAt: command.createdAt,
+            })),
+          )
+          .run();
+      }
+      also();
+    });
+  }
+
+  applyAcks(acks: readonly AckUpdate[]): void {
+    this.db.transaction((tx) => {
+      for (const ack of acks) {
+        tx.update(commandDeliveries)
+          .set({ status: ack.status, reason: ack.reason, updatedAt: ack.at })
+          .where(
+            and(
+              eq(commandDeliveries.commandId, ack.commandId),
+              eq(commandDeliveries.deviceId, ack.deviceId),
+              inArray(commandDeliveries.status, REPLACEABLE_BY[ack.status]),
+            ),
+          )
+          .run();
+      }
+    });
+  }
+
+  /** Commands still waiting for this device and not yet expired, oldest first. */
+  pendingFor(deviceId: string, now: Date): CommandRow[] {
+    return this.db
+      .select({ command: commands })
+      .from(commandDeliveries)
+      .innerJoin(commands, eq(commandDeliveries.commandId, commands.id))
+      .where(
+        and(
+          eq(commandDeliveries.deviceId, deviceId),
+          eq(commandDeliveries.status, 'pending'),
+          gt(commandDeliveries.expiresAt, now),
+        ),
+      )
+      .orderBy(asc(commands.createdAt))
+      .all()
+      .map((r) => r.command);
+  }
+
+  markSent(commandIds: readonly string[], deviceId: string, at: Date): void {
+    if (commandIds.length === 0) return;
+    this.db
+      .update(commandDeliveries)
+      .set({ sentAt: at })
+      .where(and(eq(commandDeliveries.deviceId, deviceId), inArray(commandDeliveries.commandId, commandIds)))
+      .run();
+  }
+
+  /**
+   * Closes deliveries whose command expired without a final ack: `offline` when the command never
+   * reached the device, `expired` when it was sent but not carried out in time.
+   */
+  expireDue(now: Date): number {
+    return this.db
+      .update(commandDeliveries)
+      .set({
+        status: sql`CASE WHEN ${commandDeliveries.sentAt} IS NULL THEN 'offline' ELSE 'expired' END`,
+        updatedAt: now,
+      })
+      .where(and(inArray(commandDeliveries.status, ['pending', 'received']), lte(commandDeliveries.expiresAt, now)))
+      .run().changes;
+  }
+
+  findById(id: string): { command: CommandRow; username: string } | undefined {
+    return this.db
+      .select({ command: commands, username: users.username })
+      .from(commands)
+      .innerJoin(users, eq(commands.createdBy, users.id))
+      .where(eq(commands.id, id))
+      .get();
+  }
+
+  /** True when the command targets at least one device in the subtree. */
+  touchesSubtree(commandId: string, pathPrefix: string): boolean {
+    const row = this.db
+      .select({ one: sql<number>`1` })
+      .from(commandDeliveries)
+      .innerJoin(devices, eq(commandDeliveries.deviceId, devices.id))
+      .innerJoin(areas, eq(devices.areaId, areas.id))
+      .where(and(eq(commandDeliveries.commandId, commandId), inSubtree(pathPrefix)))
+      .limit(1)
+      .get();
+    return row !== undefined;
+  }
+
+  /** Per-device outcome; limited to devices in the subtree unless pathPrefix is null (admin). */
+  deliveries(commandId: string, pathPrefix: string | null) {
+    const where: SQL[] = [eq(commandDeliveries.commandId, commandId)];
+    if (pathPrefix !== null) where.push(inSubtree(pathPrefix));
+    return this.db
+      .select({
+        deviceId: commandDeliveries.deviceId,
+        deviceName: devices.name,
+        status: commandDeliveries.status,
+        reason: commandDeliveries.reason,
+        updatedAt: commandDeliveries.updatedAt,
+      })
+      .from(commandDeliveries)
+      .leftJoin(devices, eq(commandDeliveries.deviceId, devices.id))
+      .leftJoin(areas, eq(devices.areaId, areas.id))
+      .where(and(...where))
+      .orderBy(asc(devices.name), asc(commandDeliveries.deviceId))
+      .all();
+  }
+
+  /** Recent commands the actor created or that reached their area (all of them when pathPrefix is null). */
+  list(filter: { actorId: string; pathPrefix: string | null; limit: number; offset: number }) {
+    const visible =
+      filter.pathPrefix === null
+        ? undefined
+        : or(
+            eq(commands.createdBy, filter.actorId),
+            exists(
+              this.db
+                .select({ one: sql`1` })
+                .from(commandDeliveries)
+                .innerJoin(devices, eq(commandDeliveries.deviceId, devices.id))
+                .innerJoin(areas, eq(devices.areaId, areas.id))
+                .where(and(eq(commandDeliveries.commandId, commands.id), inSubtree(filter.pathPrefix))),
+            ),
+          );
+    return this.db
+      .select({ command: commands, username: users.username })
+      .from(commands)
+      .innerJoin(users, eq(commands.createdBy, users.id))
+      .where(visible)
+      .orderBy(desc(commands.createdAt), desc(commands.id))
+      .limit(filter.limit)
+      .offset(filter.offset)
+      .all();
+  }
+}

@@ -1,0 +1,224 @@
+import type { FastifyBaseLogger } from 'fastify';
+import { DELIVERY_STATUSES, type CommandRow, type DeliveryStatus, type Role } from '../../db/schema/index.js';
+import { BatchWriter } from '../../db/batch-writer.js';
+import { AppError, forbidden, notFound } from '../../errors.js';
+import type { Clock } from '../../lib/clock.js';
+import { newId } from '../../lib/ids.js';
+import { inScope, type Actor } from '../../lib/scope.js';
+import type { Ack, Command, CommandType, Priority } from '../../protocol/index.js';
+import type { AreasService } from '../areas/areas.service.js';
+import type { AuditService } from '../audit/audit.service.js';
+import type { DevicesRepository } from '../devices/devices.repository.js';
+import type { AckUpdate, CommandsRepository } from './commands.repository.js';
+import {
+  DEFAULT_EXPIRY_S,
+  type CommandDetail,
+  type CommandSummary,
+  type CreateCommandInput,
+} from './commands.schemas.js';
+
+/** What the commands service needs from the broker. */
+export interface CommandPublisher {
+  isReady(deviceId: string): boolean;
+  /** Publishes to each ready device; returns the ids it went to. */
+  publishCommand(deviceIds: Iterable<string>, payload: Buffer): string[];
+}
+
+/** Who may send what. Playing content is for those who run programming; stop and volume also for technicians. */
+const ROLES_FOR_TYPE: Record<CommandType, readonly Role[]> = {
+  play: ['admin', 'district_operator', 'broadcaster'],
+  stop: ['admin', 'district_operator', 'broadcaster', 'technician'],
+  volume: ['admin', 'district_operator', 'broadcaster', 'technician'],
+};
+/** Only district staff (and admins) may pre-empt everything with an emergency. */
+const ROLES_FOR_PRIORITY: Record<Priority, readonly Role[]> = {
+  normal: ROLES_FOR_TYPE.stop,
+  priority: ROLES_FOR_TYPE.stop,
+  emergency: ['admin', 'district_operator'],
+};
+
+/** The command as it goes on the wire (protocol.md `cmd`). */
+export function toWire(row: CommandRow): Command {
+  return {
+    id: row.id,
+    type: row.type,
+    issuedAt: row.createdAt.toISOString(),
+    expiresAt: row.expiresAt.toISOString(),
+    priority: row.priority,
+    params: row.params,
+  } as Command;
+}
+
+function summary(row: CommandRow, username: string): CommandSummary {
+  return {
+    id: row.id,
+    type: row.type,
+    priority: row.priority,
+    params: row.params as Record<string, unknown>,
+    createdBy: { id: row.createdBy, username },
+    createdAt: row.createdAt.toISOString(),
+    expiresAt: row.expiresAt.toISOString(),
+    targets: row.targetCount,
+  };
+}
+
+export class CommandsService {
+  private readonly ackWriter: BatchWriter<AckUpdate>;
+
+  constructor(
+    private readonly repo: CommandsRepository,
+    private readonly devices: DevicesRepository,
+    private readonly areas: AreasService,
+    private readonly audit: AuditService,
+    private readonly publisher: CommandPublisher,
+    private readonly clock: Clock,
+    private readonly log: FastifyBaseLogger,
+  ) {
+    this.ackWriter = new BatchWriter(
+      (acks) => repo.applyAcks(acks),
+      (err, acks) => log.error({ err, count: acks.length }, 'failed to store acks'),
+    );
+  }
+
+  create(actor: Actor, input: CreateCommandInput) {
+    if (!ROLES_FOR_TYPE[input.type].includes(actor.role)) {
+      throw forbidden(`Your role (${actor.role}) cannot send ${input.type} commands`);
+    }
+    if (!ROLES_FOR_PRIORITY[input.priority].includes(actor.role)) {
+      throw forbidden(`Your role (${actor.role}) cannot send ${input.priority} commands`);
+    }
+    const targetIds = this.resolveTargets(actor, input.targets);
+
+    const now = this.clock.now();
+    const expiresAt = new Date(now.getTime() + (input.expiresInS ?? DEFAULT_EXPIRY_S[input.type]) * 1000);
+    // The server names the playback session so that a later stop can address exactly this broadcast.
+    const params = input.type === 'play' ? { sessionId: newId('ses'), ...input.params } : input.params;
+    const row: CommandRow = {
+      id: newId('cmd'),
+      type: input.type,
+      priority: input.priority,
+      params,
+      createdBy: actor.id,
+      createdAt: now,
+      expiresAt,
+      targetCount: targetIds.length,
+    };
+    // Everything from here to the publish is synchronous, so a device cannot become ready in between:
+    // one that is ready now is sent the command below, any other gets it from deliverPending() later.
+    const ready = targetIds.filter((id) => this.publisher.isReady(id));
+    const readySet = new Set(ready);
+    this.repo.insert(
+      row,
+      targetIds.map((deviceId) => ({ deviceId, sentAt: readySet.has(deviceId) ? now : null })),
+      () =>
+        this.audit.record(actor, 'command.create', { type: 'command', id: row.id }, {
+          type: row.type,
+          priority: row.priority,
+          params,
+          targets: input.targets,
+          targetCount: targetIds.length,
+        }),
+    );
+    const sent = this.publisher.publishCommand(ready, Buffer.from(JSON.stringify(toWire(row))));
+    this.log.info(
+      { commandId: row.id, type: row.type, priority: row.priority, targets: targetIds.length, sent: sent.length, by: actor.username },
+      'command sent',
+    );
+    return { id: row.id, targets: targetIds.length, sent: sent.length, expiresAt: expiresAt.toISOString() };
+  }
+
+  /** Devices named directly plus every device under the named areas, each checked against the scope. */
+  private resolveTargets(actor: Actor, targets: CreateCommandInput['targets']): string[] {
+    const ids = new Set<string>();
+    const requested = [...new Set(targets.deviceIds ?? [])];
+    const found = new Map(this.devices.findManyWithPath(requested).map((d) => [d.id, d]));
+    requested.forEach((deviceId, i) => {
+      const device = found.get(deviceId);
+      const field = `targets.deviceIds.${i}`;
+      if (!device) throw new AppError('not_found', `${field}: device ${deviceId} not found`);
+      if (!inScope(actor, device.areaPath)) throw forbidden(`${field}: device ${deviceId} is outside your area`);
+      ids.add(deviceId);
+    });
+    const areaPaths = (targets.areaIds ?? []).map(
+      (areaId, i) => this.areas.requireActionable(actor, areaId, `targets.areaIds.${i}`).path,
+    );
+    for (const id of this.devices.idsInSubtrees(areaPaths)) ids.add(id);
+    if (ids.size === 0) {
+      throw new AppError('validation_failed', 'targets: the named areas contain no devices', {
+        errors: [{ field: 'body.targets', message: 'the named areas contain no devices' }],
+      });
+    }
+    return [...ids];
+  }
+
+  /** A device has (re)subscribed to its cmd topic: send what it missed while offline, if still valid. */
+  deliverPending(deviceId: string): void {
+    // Acks still queued for the database must count, or a command just acknowledged would be re-sent.
+    this.ackWriter.flush();
+    const now = this.clock.now();
+    const pending = this.repo.pendingFor(deviceId, now);
+    if (pending.length === 0) return;
+    const sentTo: string[] = [];
+    for (const row of pending) {
+      if (this.publisher.publishCommand([deviceId], Buffer.from(JSON.stringify(toWire(row)))).length > 0) {
+        sentTo.push(row.id);
+      }
+    }
+    this.repo.markSent(sentTo, deviceId, now);
+    this.log.info({ deviceId, commands: sentTo }, 'sent pending commands to reconnected device');
+  }
+
+  recordAck(deviceId: string, ack: Ack): void {
+    this.ackWriter.push({
+      commandId: ack.id,
+      deviceId,
+      status: ack.status,
+      reason: ack.reason ?? null,
+      at: this.clock.now(),
+    });
+  }
+
+  /** Marks deliveries whose command expired without a final answer; runs on a timer. */
+  expireDue(): number {
+    this.ackWriter.flush();
+    const changed = this.repo.expireDue(this.clock.now());
+    if (changed > 0) this.log.info({ deliveries: changed }, 'command deliveries expired');
+    return changed;
+  }
+
+  flush(): void {
+    this.ackWriter.flush();
+  }
+
+  get(actor: Actor, id: string, status?: DeliveryStatus): CommandDetail {
+    const found = this.repo.findById(id);
+    if (!found) throw notFound('Command');
+    const { command, username } = found;
+    const visible =
+      actor.areaPath === null || command.createdBy === actor.id || this.repo.touchesSubtree(id, actor.areaPath);
+    if (!visible) throw notFound('Command');
+
+    // A commune user looking at a district-wide command sees only their own devices.
+    const rows = this.repo.deliveries(id, command.createdBy === actor.id ? null : actor.areaPath);
+    const counts = Object.fromEntries(DELIVERY_STATUSES.map((s) => [s, 0])) as Record<DeliveryStatus, number>;
+    for (const r of rows) counts[r.status] += 1;
+    return {
+      ...summary(command, username),
+      counts,
+      devices: rows
+        .filter((r) => status === undefined || r.status === status)
+        .map((r) => ({
+          deviceId: r.deviceId,
+          deviceName: r.deviceName,
+          status: r.status,
+          ...(r.reason ? { reason: r.reason } : {}),
+          updatedAt: r.updatedAt.toISOString(),
+        })),
+    };
+  }
+
+  list(actor: Actor, query: { limit: number; offset: number }) {
+    const rows = this.repo.list({ actorId: actor.id, pathPrefix: actor.areaPath, ...query });
+    return { items: rows.map((r) => summary(r.command, r.username)), ...query };
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Device protocol v1: the contract between Loa and station firmware (docs/protocol.md).
+ *
+ * This file imports only zod so that firmware-sim, and any vendor tool written in TypeScript, can use it
+ * as is. Change it only by adding optional fields; a breaking change needs a new prefix (loa/v2).
+ * Payload schemas are not strict: unknown fields are ignored, as the protocol promises.
+ */
+import { z } from 'zod';
+
+export const PROTOCOL_PREFIX = 'loa/v1/devices';
+
+/** Topics a device publishes on (device → server). */
+export const DEVICE_PUBLISH_CHANNELS = ['ack', 'state', 'telemetry', 'log'] as const;
+export type DeviceChannel = (typeof DEVICE_PUBLISH_CHANNELS)[number];
+
+export const topics = {
+  cmd: (deviceId: string) => `${PROTOCOL_PREFIX}/${deviceId}/cmd`,
+  ack: (deviceId: string) => `${PROTOCOL_PREFIX}/${deviceId}/ack`,
+  state: (deviceId: string) => `${PROTOCOL_PREFIX}/${deviceId}/state`,
+  telemetry: (deviceId: string) => `${PROTOCOL_PREFIX}/${deviceId}/telemetry`,
+  log: (deviceId: string) => `${PROTOCOL_PREFIX}/${deviceId}/log`,
+} as const;
+
+/** Splits `loa/v1/devices/{id}/{channel}`; null for any other topic. */
+export function parseDeviceTopic(topic: string): { deviceId: string; channel: string } | null {
+  const parts = topic.split('/');
+  if (parts.length !== 5 || parts[0] !== 'loa' || parts[1] !== 'v1' || parts[2] !== 'devices') return null;
+  const deviceId = parts[3];
+  const channel = parts[4];
+  if (!deviceId || !channel) return null;
+  return { deviceId, channel };
+}
+
+/** QoS per topic, as the protocol table fixes it. */
+export const QOS = { cmd: 1, ack: 1, state: 1, telemetry: 0, log: 1 } as const;
+
+export const PRIORITIES = ['normal', 'priority', 'emergency'] as const;
+export const prioritySchema = z.enum(PRIORITIES);
+export type Priority = z.infer<typeof prioritySchema>;
+
+/** Rank of a priority: a play of equal or higher rank replaces the current one; a lower one is rejected. */
+export function priorityRank(priority: Priority): number {
+  return PRIORITIES.indexOf(priority);
+}
+
+const isoDateTime = z.iso.datetime({ offset: true });
+const volumeLevel = z.number().int().min(0).max(100);
+
+export const mediaSourceSchema = z.object({
+  kind: z.literal('media'),
+  url: z.url(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/i, 'must be 64 hexadecimal characters'),
+  durationMs: z.number().int().positive(),
+});
+export const streamSourceSchema = z.object({
+  kind: z.literal('stream'),
+  url: z.url(),
+  durationMs: z.number().int().positive().optional(),
+});
+export const playSourceSchema = z.discriminatedUnion('kind', [mediaSourceSchema, streamSourceSchema]);
+export type PlaySource = z.infer<typeof playSourceSchema>;
+
+export const playParamsSchema = z.object({
+  sessionId: z.string().min(1),
+  source: playSourceSchema,
+  offsetMs: z.number().int().min(0).optional(),
+  volume: volumeLevel.optional(),
+  repeat: z.number().int().min(1).optional(),
+});
+export const stopParamsSchema = z.object({ sessionId: z.string().min(1).optional() });
+export const volumeParamsSchema = z.object({ level: volumeLevel });
+
+export const COMMAND_TYPES = ['play', 'stop', 'volume'] as const;
+export type CommandType = (typeof COMMAND_TYPES)[number];
+
+const commandBase = {
+  id: z.string().min(1),
+  issuedAt: isoDateTime,
+  expiresAt: isoDateTime.optional(),
+  priority: prioritySchema,
+};
+
+export const commandSchema = z.discriminatedUnion('type', [
+  z.object({ ...commandBase, type: z.literal('play'), params: playParamsSchema }),
+  z.object({ ...commandBase, type: z.literal('stop'), params: stopParamsSchema }),
+  z.object({ ...commandBase, type: z.literal('volume'), params: volumeParamsSchema }),
+]);
+export type Command = z.infer<typeof commandSchema>;
+export type PlayParams = z.infer<typeof playParamsSchema>;
+
+/**
+ * What a device must accept on `cmd` without crashing: any object with an id and a type. Unknown types
+ * (maintenance commands a device lacks) are answered `rejected` / `unsupported`, not dropped.
+ */
+export const commandEnvelopeSchema = z.object({ id: z.string().min(1), type: z.string().min(1) });
+
+export const ACK_STATUSES = ['received', 'done', 'failed', 'rejected'] as const;
+export const ackSchema = z.object({
+  id: z.string().min(1),
+  status: z.enum(ACK_STATUSES),
+  reason: z.string().max(500).optional(),
+  at: isoDateTime,
+});
+export type Ack = z.infer<typeof ackSchema>;
+export type AckStatus = Ack['status'];
+
+export const playingSchema = z.object({
+  sessionId: z.string(),
+  commandId: z.string(),
+  priority: prioritySchema,
+  startedAt: isoDateTime,
+  positionMs: z.number().int().min(0),
+});
+export const stateSchema = z.object({
+  firmware: z.string().min(1).max(64),
+  volume: volumeLevel,
+  playing: playingSchema.nullable(),
+});
+export type DeviceState = z.infer<typeof stateSchema>;
+
+export const telemetrySchema = z.object({
+  at: isoDateTime,
+  uptimeS: z.number().min(0),
+  rssiDbm: z.number().optional(),
+  supplyVoltage: z.number().optional(),
+  onBattery: z.boolean().optional(),
+  ampTempC: z.number().optional(),
+  speakerFault: z.boolean().optional(),
+});
+export type Telemetry = z.infer<typeof telemetrySchema>;
+
+export const LOG_EVENTS = ['started', 'finished', 'interrupted', 'failed'] as const;
+export const logSchema = z.object({
+  seq: z.number().int().min(0),
+  sessionId: z.string().min(1),
+  commandId: z.string().min(1),
+  event: z.enum(LOG_EVENTS),
+  at: isoDateTime,
+  reason: z.string().max(500).optional(),
+});
+export type PlaybackLogEntry = z.infer<typeof logSchema>;
+
+/** Payload schema per device → server channel. */
+export const channelSchemas = {
+  ack: ackSchema,
+  state: stateSchema,
+  telemetry: telemetrySchema,
+  log: logSchema,
+} as const;
+
+/**
+ * Parses an MQTT payload as UTF-8 JSON against a schema. Returns an error string instead of throwing:
+ * a malformed payload is logged and dropped, never allowed to crash the receiver.
+ */
+export function decodePayload<T>(
+  schema: z.ZodType<T>,
+  payload: Uint8Array | string,
+): { ok: true; value: T } | { ok: false; error: string } {
+  let json: unknown;
+  try {
+    const text = typeof payload === 'string' ? payload : new TextDecoder('utf-8', { fatal: true }).decode(payload);
+    json = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, error: `not UTF-8 JSON: ${(err as Error).message}` };
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) {
+    const detail = result.error.issues
+      .map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`)
+      .join('; ');
+    return { ok: false, error: detail };
+  }
+  return { ok: true, value: result.data };
+}
