@@ -36,6 +36,7 @@ CREATE INDEX `users_area_idx` ON `users` (`area_id`);--> statement-breakpoint
 CREATE TABLE `devices` (
 	`id` text PRIMARY KEY NOT NULL,
 	`name` text NOT NULL,
+	`sort_name` text NOT NULL,
 	`kind` text NOT NULL,
 	`area_id` text NOT NULL,
 	`secret_hash` text NOT NULL,
@@ -52,6 +53,7 @@ CREATE TABLE `devices` (
 --> statement-breakpoint
 CREATE INDEX `devices_area_idx` ON `devices` (`area_id`);--> statement-breakpoint
 CREATE INDEX `devices_online_idx` ON `devices` (`online`);--> statement-breakpoint
+CREATE INDEX `devices_sort_name_idx` ON `devices` (`sort_name`);--> statement-breakpoint
 CREATE TABLE `command_deliveries` (
 	`command_id` text NOT NULL,
 	`device_id` text NOT NULL,

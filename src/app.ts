@@ -132,7 +132,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   connectDeviceEvents(app.broker, services, app.log.child({ module: 'device-events' }));
 
   const sweepMs = options.expirySweepMs ?? 1_000;
-  let sweeper: ReturnType<Clock['setInterval']> | undefined;
+  let sweeper: unknown;
   app.addHook('onReady', async () => {
     const admin = await services.users.ensureAdmin(config.auth.adminPassword, () => newSecret().slice(0, 20));
     if (admin.password) {
@@ -144,7 +144,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     sweeper = clock.setInterval(() => services.commands.expireDue(), sweepMs);
   });
   app.addHook('onClose', async () => {
-    if (sweeper) clock.clearInterval(sweeper);
+    if (sweeper !== undefined) clock.clearInterval(sweeper);
   });
 
   await app.register(openapiPlugin, { publicUrl: config.http.publicUrl });

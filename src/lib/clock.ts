@@ -3,7 +3,8 @@
  */
 export interface Clock {
   now(): Date;
-  setInterval(fn: () => void, ms: number): { unref?: () => void };
+  /** Returns an opaque handle for clearInterval. */
+  setInterval(fn: () => void, ms: number): unknown;
   clearInterval(handle: unknown): void;
 }
 

@@ -32,16 +32,17 @@ export interface BrokerOptions {
   authenticate: (deviceId: string, secret: string) => boolean;
 }
 
-const CONNACK_BAD_USERNAME_OR_PASSWORD = 4;
-const CONNACK_NOT_AUTHORIZED = 5;
+// CONNACK return codes (MQTT 3.1.1, 3.2.2.3); the typings model them as a const enum.
+const CONNACK_BAD_USERNAME_OR_PASSWORD = 4 as AuthenticateError['returnCode'];
+const CONNACK_NOT_AUTHORIZED = 5 as AuthenticateError['returnCode'];
 // Device ids issued by the API are 24 characters; leave room for a longer format in future.
 const MAX_CLIENT_ID_LENGTH = 64;
 // The protocol's keepalive is at most 120 s; refuse clients that ask for longer.
 const KEEPALIVE_LIMIT_S = 120;
 const DEVICE_CHANNELS = new Set<string>(DEVICE_PUBLISH_CHANNELS);
 
-function refuse(returnCode: number, message: string): AuthenticateError {
-  return Object.assign(new Error(message), { returnCode: returnCode as AuthenticateError['returnCode'] });
+function refuse(returnCode: AuthenticateError['returnCode'], message: string): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode });
 }
 
 export class DeviceBroker extends EventEmitter<BrokerEvents> {

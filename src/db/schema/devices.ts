@@ -9,6 +9,8 @@ export const devices = sqliteTable(
   {
     id: text('id').primaryKey(),
     name: text('name').notNull(),
+    /** Orders names as Vietnamese readers expect (src/lib/text.ts). */
+    sortName: text('sort_name').notNull(),
     kind: text('kind', { enum: DEVICE_KINDS }).notNull(),
     areaId: text('area_id')
       .notNull()
@@ -26,7 +28,11 @@ export const devices = sqliteTable(
     playing: text('playing', { mode: 'json' }),
     stateAt: integer('state_at', { mode: 'timestamp_ms' }),
   },
-  (t) => [index('devices_area_idx').on(t.areaId), index('devices_online_idx').on(t.online)],
+  (t) => [
+    index('devices_area_idx').on(t.areaId),
+    index('devices_online_idx').on(t.online),
+    index('devices_sort_name_idx').on(t.sortName),
+  ],
 );
 
 export type DeviceRow = typeof devices.$inferSelect;

@@ -160,7 +160,7 @@ export class CommandsRepository {
       .leftJoin(devices, eq(commandDeliveries.deviceId, devices.id))
       .leftJoin(areas, eq(devices.areaId, areas.id))
       .where(and(...where))
-      .orderBy(asc(devices.name), asc(commandDeliveries.deviceId))
+      .orderBy(asc(devices.sortName), asc(commandDeliveries.deviceId))
       .all();
   }
 

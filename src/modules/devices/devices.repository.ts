@@ -67,7 +67,7 @@ export class DevicesRepository {
       .from(devices)
       .innerJoin(areas, eq(devices.areaId, areas.id))
       .where(condition)
-      .orderBy(asc(devices.name), asc(devices.id))
+      .orderBy(asc(devices.sortName), asc(devices.id))
       .limit(filter.limit)
       .offset(filter.offset)
       .all()
@@ -105,7 +105,10 @@ export class DevicesRepository {
       .map((r) => ({ ...r.device, areaPath: r.areaPath }));
   }
 
-  update(id: string, patch: Partial<Pick<DeviceRow, 'name' | 'areaId' | 'secretHash' | 'updatedAt'>>): void {
+  update(
+    id: string,
+    patch: Partial<Pick<DeviceRow, 'name' | 'sortName' | 'areaId' | 'secretHash' | 'updatedAt'>>,
+  ): void {
     this.db.update(devices).set(patch).where(eq(devices.id, id)).run();
   }
 

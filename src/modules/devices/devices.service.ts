@@ -5,6 +5,7 @@ import { notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import { hashSecret, secretMatches } from '../../lib/crypto.js';
 import { newId, newSecret } from '../../lib/ids.js';
+import { sortKey } from '../../lib/text.js';
 import { inScope, type Actor } from '../../lib/scope.js';
 import type { DeviceState } from '../../protocol/index.js';
 import type { AreasService } from '../areas/areas.service.js';
@@ -77,6 +78,7 @@ export class DevicesService {
     this.repo.insert({
       id,
       name: input.name,
+      sortName: sortKey(input.name),
       kind: input.kind,
       areaId: input.areaId,
       secretHash: hashSecret(secret),
@@ -113,7 +115,11 @@ export class DevicesService {
   update(actor: Actor, id: string, input: UpdateDeviceInput): DeviceView {
     this.getVisible(actor, id);
     if (input.areaId !== undefined) this.areas.requireActionable(actor, input.areaId, 'areaId');
-    this.repo.update(id, { ...input, updatedAt: this.clock.now() });
+    this.repo.update(id, {
+      ...input,
+      ...(input.name !== undefined ? { sortName: sortKey(input.name) } : {}),
+      updatedAt: this.clock.now(),
+    });
     this.audit.record(actor, 'device.update', { type: 'device', id }, { ...input });
     return toDeviceView(this.repo.findById(id)!);
   }
