@@ -153,3 +153,44 @@ describe('first start', () => {
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 });
+
+describe('HTTP plumbing', () => {
+  let t: TestApp;
+  beforeEach(async () => {
+    t = await createTestApp();
+  });
+  afterEach(async () => t.close());
+
+  it('tags every response with a request id, keeping a well-formed one the client sent', async () => {
+    const own = await t.app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'xa-hai-lang-42' } });
+    expect(own.headers['x-request-id']).toBe('xa-hai-lang-42');
+    const generated = await t.app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'bad id\n' } });
+    expect(generated.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('answers unknown routes and wrong content types with problem+json', async () => {
+    const missing = await t.request('GET', '/api/v1/nothing-here', { token: t.adminToken });
+    expect(missing.statusCode).toBe(404);
+    expect(problem(missing).code).toBe('not_found');
+    const text = await t.app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      headers: { 'content-type': 'application/xml' },
+      payload: '<login>admin</login>',
+    });
+    expect(text.statusCode).toBe(415);
+    expect(problem(text).code).toBe('unsupported_media_type');
+  });
+
+  it('serves the OpenAPI document generated from the schemas, with bearer security', async () => {
+    const res = await t.request('GET', '/docs/json');
+    expect(res.statusCode).toBe(200);
+    const doc = res.json<{ openapi: string; paths: Record<string, unknown>; components: { securitySchemes: unknown } }>();
+    expect(doc.openapi).toMatch(/^3\./);
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining(['/api/v1/commands', '/api/v1/devices/{id}', '/api/v1/areas', '/healthz']),
+    );
+    expect(doc.components.securitySchemes).toEqual({ bearer: { type: 'http', scheme: 'bearer' } });
+    expect((await t.request('GET', '/docs')).statusCode).toBeLessThan(400);
+  });
+});

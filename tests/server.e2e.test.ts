@@ -1,0 +1,97 @@
+/**
+ * The real server process, as `npm start` runs it: configuration errors, start-up on its own ports, and a
+ * graceful shutdown on SIGTERM that disconnects devices and leaves the database consistent.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { closed, connectDevice } from './support/mqtt.js';
+import { waitFor } from './support/wait.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+function startServer(env: Record<string, string>) {
+  const child = spawn(tsx, ['src/server.ts'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, exited, output: () => output };
+}
+
+describe('server process', () => {
+  const children: ChildProcess[] = [];
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const child of children.splice(0)) child.kill('SIGKILL');
+    for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses to start on a bad variable, naming it', async () => {
+    const server = startServer({ PORT: 'three thousand', LOG_LEVEL: 'chatty' });
+    children.push(server.child);
+    expect(await server.exited).toBe(1);
+    expect(server.output()).toMatch(/PORT/);
+    expect(server.output()).toMatch(/LOG_LEVEL/);
+  });
+
+  it('serves, then shuts down gracefully on SIGTERM', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-server-'));
+    dirs.push(dataDir);
+    const [port, mqttPort] = [await freePort(), await freePort()];
+    const server = startServer({
+      PORT: String(port),
+      MQTT_PORT: String(mqttPort),
+      HOST: '127.0.0.1',
+      DATA_DIR: dataDir,
+      ADMIN_PASSWORD: 'server-test-password',
+      LOG_LEVEL: 'info',
+    });
+    children.push(server.child);
+    const api = `http://127.0.0.1:${port}`;
+    await waitFor(async () => (await fetch(`${api}/healthz`)).ok, 'server up', 30_000);
+
+    const post = async (url: string, body: unknown, token?: string) => {
+      const res = await fetch(`${api}${url}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify(body),
+      });
+      return res.json() as Promise<Record<string, unknown>>;
+    };
+    const { token } = (await post('/api/v1/auth/login', { username: 'admin', password: 'server-test-password' })) as { token: string };
+    const area = await post('/api/v1/areas', { name: 'Xã Triệu Phong', level: 'commune' }, token);
+    const device = (await post('/api/v1/devices', { name: 'Cụm loa chợ', kind: 'cluster', areaId: area.id }, token)) as {
+      id: string;
+      credentials: { clientId: string; username: string; password: string };
+    };
+    const client = await connectDevice(`mqtt://127.0.0.1:${mqttPort}`, device.credentials);
+    const disconnected = closed(client);
+
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    await disconnected;
+    await client.endAsync(true);
+    expect(server.output()).toContain('shutting down');
+
+    // The database was closed cleanly and holds what was written, Vietnamese intact.
+    const db = new Database(path.join(dataDir, 'loa.sqlite'), { readonly: true });
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(db.prepare('SELECT name FROM areas').all()).toEqual([{ name: 'Xã Triệu Phong' }]);
+    expect(db.prepare('SELECT name, online FROM devices').all()).toEqual([{ name: 'Cụm loa chợ', online: 0 }]);
+    db.close();
+  });
+});
