@@ -101,11 +101,7 @@ describe('authentication', () => {
     const { communeA } = await createAreaTree(t);
     await t.createUser('broadcaster', communeA.id, 'phat.thanh');
     const token = await t.login('phat.thanh', USER_PASSWORD);
-    const sqlite = (t.app.db as unknown as { $client: import('better-sqlite3').Database }).$client;
-    const dump = JSON.stringify([
-      sqlite.prepare('SELECT * FROM users').all(),
-      sqlite.prepare('SELECT * FROM api_tokens').all(),
-    ]);
+    const dump = JSON.stringify([t.query('SELECT * FROM users'), t.query('SELECT * FROM api_tokens')]);
     expect(dump).not.toContain(USER_PASSWORD);
     expect(dump).not.toContain(ADMIN_PASSWORD);
     expect(dump).not.toContain(token);

@@ -28,8 +28,7 @@ describe('devices', () => {
     expect(fetched.json()).not.toHaveProperty('credentials');
     expect(fetched.body).not.toContain(created.credentials.password);
 
-    const sqlite = (t.app.db as unknown as { $client: import('better-sqlite3').Database }).$client;
-    expect(JSON.stringify(sqlite.prepare('SELECT * FROM devices').all())).not.toContain(created.credentials.password);
+    expect(JSON.stringify(t.query('SELECT * FROM devices'))).not.toContain(created.credentials.password);
   });
 
   it('lists devices with filters and pagination, limited to the caller’s area', async () => {

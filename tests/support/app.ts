@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
@@ -32,6 +33,8 @@ export interface TestApp {
     name?: string,
     kind?: 'station' | 'cluster',
   ): Promise<{ id: string; credentials: { clientId: string; username: string; password: string } }>;
+  /** Runs a query on the database file through a separate read-only connection, as an outsider would. */
+  query(sql: string): unknown[];
   close(): Promise<void>;
 }
 
@@ -94,6 +97,14 @@ export async function createTestApp(
     async createDevice(areaId, name = 'Cụm loa thôn Đông', kind = 'cluster') {
       const res = await request('POST', '/api/v1/devices', { token: adminToken, body: { name, kind, areaId } });
       return expectStatus(res, 201, 'create device') as never;
+    },
+    query(sql) {
+      const db = new Database(config.databaseFile, { readonly: true });
+      try {
+        return db.prepare(sql).all();
+      } finally {
+        db.close();
+      }
     },
     async close() {
       await app.close();

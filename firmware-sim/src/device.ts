@@ -1,0 +1,755 @@
+/**
+ * One simulated station or cluster: the firmware side of the device protocol (docs: protocol.md), with
+ * faults that can be switched on per device. Topics and payload schemas come from the server's own
+ * protocol module, so the simulator and the server cannot drift apart.
+ *
+ * Built to run by the ten thousand in one process: one MQTT client per device is unavoidable, everything
+ * else is a few numbers and at most one timer while something plays. Telemetry of every device in the
+ * process is driven by one shared timer (see HeartbeatScheduler).
+ */
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { connect, type MqttClient } from 'mqtt';
+import {
+  COMMAND_TYPES,
+  QOS,
+  commandEnvelopeSchema,
+  commandSchema,
+  decodePayload,
+  priorityRank,
+  topics,
+  type Ack,
+  type AckStatus,
+  type Command,
+  type DeviceChannel,
+  type DeviceState,
+  type PlaybackLogEntry,
+  type Priority,
+  type Telemetry,
+} from '../../src/protocol/index.js';
+
+/** Faults a tester can switch on, at construction or at any time with `setFaults`. */
+export interface Faults {
+  /** Acks not sent: `true` drops all, a number in 0..1 is the probability for each ack. */
+  dropAcks: boolean | number;
+  /** Every ack leaves this many real milliseconds late (a slow 4G link). */
+  ackDelayMs: number;
+  /** Every play is acked `failed` and logged `failed`; a string is the reason (default `download_failed`). */
+  failPlayback: boolean | string;
+  /** Telemetry reports `speakerFault: true` and every play fails with reason `speaker_fault`. */
+  speakerFault: boolean;
+  /** No telemetry while staying connected (a hung application on a live modem). */
+  silent: boolean;
+  /** Mains power lost: telemetry reports `onBattery: true` and a lower supply voltage. */
+  powerCut: boolean;
+  /** The link drops and comes back on its own, forever: up for about `upMs`, down for about `downMs`. */
+  flapping: { upMs: number; downMs: number } | null;
+}
+
+const NO_FAULTS: Faults = {
+  dropAcks: false,
+  ackDelayMs: 0,
+  failPlayback: false,
+  speakerFault: false,
+  silent: false,
+  powerCut: false,
+  flapping: null,
+};
+
+export interface SimDeviceOptions {
+  /** Device id issued by the API: MQTT clientId and username. */
+  id: string;
+  /** Device secret issued by the API: MQTT password. */
+  password: string;
+  /** `mqtt://host:1883`, or `ws://host:3000/mqtt` for MQTT over WebSocket. */
+  mqttUrl: string;
+  /** MQTT username; the protocol wants the device id, which is the default. Override only to test refusal. */
+  username?: string;
+  /** MQTT keepalive in real seconds (the protocol allows at most 120). Default 60. */
+  keepaliveS?: number;
+  /** Telemetry interval in simulated seconds. Default 30. */
+  heartbeatS?: number;
+  /**
+   * How much faster than real time simulated time runs: media durations, the heartbeat and the boot time
+   * are divided by it (speed 100: 30 s of audio plays in 300 ms). Timestamps in payloads stay real.
+   */
+  speed?: number;
+  /** Firmware version reported in `state`. Default 1.4.2. */
+  firmware?: string;
+  /** Volume at boot, 0..100. Default 70. */
+  volume?: number;
+  /** Mean wait before the MQTT client retries a lost or refused connection, in real ms (±50 %). Default 2000. */
+  reconnectPeriodMs?: number;
+  /** Simulated seconds a reboot takes before the device connects again. Default 20. */
+  bootS?: number;
+  /** Whether the firmware implements `ping`, `identify` and `reboot`; if not they are rejected `unsupported`. */
+  maintenance?: boolean;
+  faults?: Partial<Faults>;
+}
+
+/** What the device tells about a command it accepted for handling (not a duplicate, not malformed). */
+export interface CommandEvent {
+  /** The command as received: at least `id` and `type`, other fields unvalidated. */
+  command: { id: string; type: string } & Record<string, unknown>;
+  /** `performance.now()` at receipt, for latency measurements within one process. */
+  receivedAt: number;
+  at: Date;
+}
+
+export interface DeviceCounters {
+  /** Commands answered (acked or at least meant to be, before `dropAcks`). */
+  handledCommands: number;
+  /** Commands ignored because their id was already handled (QoS 1 redelivery). */
+  duplicateCommands: number;
+  /** cmd payloads ignored because they were not JSON or had no id / type. */
+  malformedCommands: number;
+  /** Acks swallowed by the `dropAcks` fault. */
+  droppedAcks: number;
+  /** Acks and log entries lost because the offline outbox was full. */
+  droppedOutbox: number;
+}
+
+export type SimDeviceEvents = {
+  /** Connected, subscribed to cmd and state published. */
+  connect: [];
+  disconnect: [reason: string];
+  command: [event: CommandEvent];
+  malformed: [error: string];
+  ack: [ack: Ack];
+  log: [entry: PlaybackLogEntry];
+  state: [state: DeviceState];
+  telemetry: [telemetry: Telemetry];
+  error: [error: Error];
+};
+
+interface Outgoing {
+  ack: Ack;
+  log: PlaybackLogEntry;
+  state: DeviceState;
+  telemetry: Telemetry;
+}
+
+interface Playback {
+  sessionId: string;
+  commandId: string;
+  priority: Priority;
+  startedAt: string;
+  startedMono: number;
+  offsetMs: number;
+  /** Simulated length of the whole session (repeats included); undefined for a stream that plays until stopped. */
+  totalMs: number | undefined;
+  timer: NodeJS.Timeout | undefined;
+}
+
+type PlayCommand = Extract<Command, { type: 'play' }>;
+type StopCommand = Extract<Command, { type: 'stop' }>;
+type VolumeCommand = Extract<Command, { type: 'volume' }>;
+
+// Unknown fields must survive the envelope check: the full command schema runs on the same object next.
+const looseEnvelopeSchema = commandEnvelopeSchema.loose();
+const KNOWN_TYPES = new Set<string>(COMMAND_TYPES);
+// QoS 1 redelivery comes within seconds, so a short memory is enough, and it stays small per device.
+const DEDUPE_WINDOW = 64;
+// Acks and log entries produced while offline wait here, like a firmware's flash queue.
+const OUTBOX_LIMIT = 500;
+// A graceful MQTT end waits for in-flight PUBACKs; a dead broker must not keep close() waiting forever.
+const CLOSE_GRACE_MS = 2_000;
+
+/**
+ * One timer that ticks every device in the process, each checking whether its telemetry is due:
+ * 10,000 setIntervals would mean 10,000 timer wake-ups, this is one loop. The tick is fine enough for the
+ * shortest interval registered, and the timer is unref'd so a forgotten device never keeps a process alive.
+ */
+class HeartbeatScheduler {
+  private readonly members = new Set<(now: number) => void>();
+  private timer: NodeJS.Timeout | undefined;
+  private resolutionMs = Infinity;
+
+  add(tick: (now: number) => void, intervalMs: number): void {
+    this.members.add(tick);
+    const wanted = Math.min(1_000, Math.max(5, intervalMs / 4));
+    if (wanted < this.resolutionMs || !this.timer) {
+      this.resolutionMs = Math.min(wanted, this.resolutionMs);
+      clearInterval(this.timer);
+      this.timer = setInterval(() => this.tick(), this.resolutionMs);
+      this.timer.unref();
+    }
+  }
+
+  delete(tick: (now: number) => void): void {
+    this.members.delete(tick);
+    if (this.members.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      this.resolutionMs = Infinity;
+    }
+  }
+
+  private tick(): void {
+    const now = performance.now();
+    for (const tick of this.members) tick(now);
+  }
+}
+
+const heartbeats = new HeartbeatScheduler();
+
+const noop = (): void => undefined;
+const jitter = (ms: number): number => ms * (0.5 + Math.random());
+const round = (value: number, decimals: number): number => Number(value.toFixed(decimals));
+
+export class SimDevice extends EventEmitter<SimDeviceEvents> {
+  readonly id: string;
+  private readonly options: Required<Omit<SimDeviceOptions, 'faults'>>;
+  private readonly speed: number;
+  private readonly heartbeatMs: number;
+  private readonly cmdTopic: string;
+  private faultState: Faults;
+
+  private client: MqttClient | undefined;
+  private ready = false;
+  private closed = false;
+  private waiters: ((error?: Error) => void)[] = [];
+  private timers: Set<NodeJS.Timeout> | undefined;
+  private flapTimer: NodeJS.Timeout | undefined;
+  private flapDown = false;
+
+  private volume: number;
+  private playing: Playback | null = null;
+  private seq = 0;
+  private bootedAt = performance.now();
+  private nextTelemetryAt: number;
+  private readonly recentIds = new Set<string>();
+  private outbox: { channel: 'ack' | 'log'; payload: Ack | PlaybackLogEntry }[] | undefined;
+  private readonly stats: DeviceCounters = {
+    handledCommands: 0,
+    duplicateCommands: 0,
+    malformedCommands: 0,
+    droppedAcks: 0,
+    droppedOutbox: 0,
+  };
+
+  // Each device has its own radio and power supply; fixed at boot so its telemetry stays believable.
+  private readonly rssiBase = -95 + Math.random() * 40;
+  private readonly supplyBase = 12.5 + Math.random() * 0.6;
+
+  constructor(options: SimDeviceOptions) {
+    super();
+    this.id = options.id;
+    this.options = {
+      id: options.id,
+      password: options.password,
+      mqttUrl: options.mqttUrl,
+      username: options.username ?? options.id,
+      keepaliveS: options.keepaliveS ?? 60,
+      heartbeatS: options.heartbeatS ?? 30,
+      speed: options.speed ?? 1,
+      firmware: options.firmware ?? '1.4.2',
+      volume: options.volume ?? 70,
+      reconnectPeriodMs: options.reconnectPeriodMs ?? 2_000,
+      bootS: options.bootS ?? 20,
+      maintenance: options.maintenance ?? true,
+    };
+    if (!(this.options.speed > 0)) throw new RangeError(`speed must be > 0, got ${this.options.speed}`);
+    if (!(this.options.heartbeatS > 0))
+      throw new RangeError(`heartbeatS must be > 0, got ${this.options.heartbeatS}`);
+    this.speed = this.options.speed;
+    this.heartbeatMs = (this.options.heartbeatS * 1_000) / this.speed;
+    this.volume = this.options.volume;
+    this.cmdTopic = topics.cmd(this.id);
+    this.faultState = { ...NO_FAULTS, ...options.faults };
+    // A random phase spreads a fleet's telemetry over the whole interval instead of one burst.
+    this.nextTelemetryAt = performance.now() + Math.random() * this.heartbeatMs;
+  }
+
+  /** Connected to the broker and subscribed to its cmd topic. */
+  get connected(): boolean {
+    return this.ready;
+  }
+
+  /** What the device would report in `state` right now. */
+  get state(): DeviceState {
+    const p = this.playing;
+    return {
+      firmware: this.options.firmware,
+      volume: this.volume,
+      playing: p
+        ? {
+            sessionId: p.sessionId,
+            commandId: p.commandId,
+            priority: p.priority,
+            startedAt: p.startedAt,
+            positionMs: this.positionMs(p),
+          }
+        : null,
+    };
+  }
+
+  get counters(): Readonly<DeviceCounters> {
+    return this.stats;
+  }
+
+  get faults(): Readonly<Faults> {
+    return this.faultState;
+  }
+
+  setFaults(faults: Partial<Faults>): void {
+    const flappingBefore = this.faultState.flapping;
+    this.faultState = { ...this.faultState, ...faults };
+    // Flapping acts on a running device only; connect() starts it for one that is not running yet.
+    const running = this.client !== undefined || this.flapDown;
+    if ('flapping' in faults && faults.flapping !== flappingBefore && running) this.restartFlapping();
+  }
+
+  /**
+   * Connects (or keeps connecting) and resolves once subscribed with state published. Transient errors
+   * (refused TCP, a broker rate-limiting connects) are retried by the MQTT client; the promise rejects on
+   * a CONNACK that refuses the credentials (return code 4 or 5), on timeout, or if the device is closed
+   * or disconnected meanwhile. The device goes on retrying in the background after a rejection.
+   */
+  connect(timeoutMs = 30_000): Promise<void> {
+    if (this.closed) return Promise.reject(new Error(`device ${this.id} is closed`));
+    heartbeats.add(this.onHeartbeat, this.heartbeatMs);
+    if (this.faultState.flapping && !this.flapTimer) this.restartFlapping();
+    if (!this.client) this.openClient();
+    if (this.ready) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const settle = (error?: Error): void => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== settle);
+        if (error) reject(error);
+        else resolve();
+      };
+      const timer = setTimeout(
+        () => settle(new Error(`device ${this.id}: no connection within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      this.waiters.push(settle);
+    });
+  }
+
+  /**
+   * Drops the link abruptly, as a lost 4G signal does (no MQTT DISCONNECT: the broker notices the socket
+   * close). The device stays offline until `connect()` or `reconnect()`. Stops the flapping fault.
+   */
+  disconnect(): void {
+    clearTimeout(this.flapTimer);
+    this.flapTimer = undefined;
+    this.flapDown = false;
+    this.faultState = { ...this.faultState, flapping: null };
+    this.dropLink('disconnected', false);
+  }
+
+  /** Drops the link if it is up, then connects again. */
+  reconnect(timeoutMs?: number): Promise<void> {
+    this.dropLink('reconnecting', false);
+    return this.connect(timeoutMs);
+  }
+
+  /** Ends everything this device holds: timers, playback, the MQTT client (gracefully if connected). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    heartbeats.delete(this.onHeartbeat);
+    for (const timer of this.timers ?? []) clearTimeout(timer);
+    this.timers = undefined;
+    clearTimeout(this.flapTimer);
+    clearTimeout(this.playing?.timer);
+    this.settleWaiters(new Error(`device ${this.id} closed`));
+    const client = this.client;
+    this.client = undefined;
+    this.ready = false;
+    if (!client) return;
+    client.removeAllListeners();
+    client.on('error', noop);
+    await new Promise<void>((resolve) => {
+      const guard = setTimeout(() => {
+        client.stream?.destroy();
+        resolve();
+      }, CLOSE_GRACE_MS);
+      client.end(!client.connected, () => {
+        clearTimeout(guard);
+        resolve();
+      });
+    });
+  }
+
+  // ---- connection -------------------------------------------------------------------------------------
+
+  private openClient(): void {
+    const client = connect(this.options.mqttUrl, {
+      clientId: this.id,
+      username: this.options.username,
+      password: this.options.password,
+      protocolVersion: 4,
+      clean: true,
+      keepalive: this.options.keepaliveS,
+      // Jittered so that 10,000 devices cut off together do not all come back in the same millisecond.
+      reconnectPeriod: Math.round(jitter(this.options.reconnectPeriodMs)),
+      // Real firmware keeps retrying after a refusal (the server may be rate-limiting connects, or a
+      // technician may fix the credentials); it does not brick itself.
+      reconnectOnConnackError: true,
+      // We subscribe ourselves on every connect, so that state is published only after the SUBACK.
+      resubscribe: false,
+      queueQoSZero: false,
+    });
+    client.on('connect', () => this.onConnect(client));
+    client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    client.on('close', () => this.onClose(client));
+    client.on('error', (error) => this.onClientError(error));
+    this.client = client;
+  }
+
+  private onConnect(client: MqttClient): void {
+    // protocol.md: subscribe to cmd (QoS 1), then publish state, on every connect.
+    client.subscribe(this.cmdTopic, { qos: QOS.cmd }, (error, granted) => {
+      if (client !== this.client) return;
+      if (error || !granted || granted.some((g) => g.qos === 128)) {
+        const refused = error ?? new Error(`subscription to ${this.cmdTopic} refused`);
+        this.emitError(refused);
+        this.settleWaiters(refused);
+        return;
+      }
+      this.ready = true;
+      this.publishState();
+      const queued = this.outbox;
+      this.outbox = undefined;
+      for (const item of queued ?? []) this.publish(item.channel, item.payload);
+      this.settleWaiters();
+      this.emit('connect');
+    });
+  }
+
+  private onClose(client: MqttClient): void {
+    if (client !== this.client || !this.ready) return;
+    this.ready = false;
+    this.emit('disconnect', 'connection lost');
+  }
+
+  private onClientError(error: Error): void {
+    this.emitError(error);
+    // CONNACK 4 (bad user name or password) and 5 (not authorized) will not cure themselves by waiting.
+    const code = (error as Error & { code?: unknown }).code;
+    if (code === 4 || code === 5) this.settleWaiters(error);
+  }
+
+  /** Abandons the current client; a graceful end lets queued acks and logs leave first (reboot). */
+  private dropLink(reason: string, graceful: boolean): void {
+    const client = this.client;
+    if (!client) return;
+    this.client = undefined;
+    const wasReady = this.ready;
+    this.ready = false;
+    client.removeAllListeners();
+    // A late socket error on an abandoned client must not become an unhandled 'error' event.
+    client.on('error', noop);
+    client.end(!graceful);
+    this.settleWaiters(new Error(`device ${this.id} ${reason}`));
+    if (wasReady) this.emit('disconnect', reason);
+  }
+
+  private settleWaiters(error?: Error): void {
+    for (const settle of [...this.waiters]) settle(error);
+  }
+
+  private emitError(error: Error): void {
+    // A simulated device always recovers by itself: an error nobody listens to must not crash a process
+    // that hosts thousands of devices (an 'error' event without a listener throws).
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+  }
+
+  private restartFlapping(): void {
+    clearTimeout(this.flapTimer);
+    this.flapTimer = undefined;
+    const flapping = this.faultState.flapping;
+    if (!flapping) {
+      if (this.flapDown && !this.closed) this.connect().catch(noop);
+      this.flapDown = false;
+      return;
+    }
+    this.flapTimer = setTimeout(
+      () => {
+        if (this.closed) return;
+        this.flapDown = !this.flapDown;
+        if (this.flapDown) this.dropLink('flapping', false);
+        else this.connect().catch(noop);
+        this.restartFlapping();
+      },
+      jitter(this.flapDown ? flapping.downMs : flapping.upMs),
+    );
+  }
+
+  // ---- outgoing ---------------------------------------------------------------------------------------
+
+  private publish<C extends keyof Outgoing>(channel: C, payload: Outgoing[C]): void {
+    const client = this.client;
+    if (!client || !this.ready) {
+      // State is sent fresh on every connect and telemetry is only worth anything live; acks and playback
+      // log entries must survive an outage (domain.md: nothing that happened meanwhile may be lost).
+      if (channel === 'ack' || channel === 'log') {
+        this.outbox ??= [];
+        if (this.outbox.length >= OUTBOX_LIMIT) {
+          this.outbox.shift();
+          this.stats.droppedOutbox += 1;
+        }
+        this.outbox.push({ channel, payload: payload as Ack | PlaybackLogEntry });
+      }
+      return;
+    }
+    client.publish(topics[channel](this.id), JSON.stringify(payload), { qos: QOS[channel] }, (error) => {
+      if (error) this.emitError(error);
+    });
+  }
+
+  private notify<C extends DeviceChannel>(channel: C, payload: Outgoing[C]): void {
+    (this.emit as (event: C, payload: Outgoing[C]) => boolean)(channel, payload);
+    this.publish(channel, payload);
+  }
+
+  private ack(id: string, status: AckStatus, reason?: string): void {
+    const drop = this.faultState.dropAcks;
+    if (drop === true || (typeof drop === 'number' && Math.random() < drop)) {
+      this.stats.droppedAcks += 1;
+      return;
+    }
+    const ack: Ack =
+      reason === undefined
+        ? { id, status, at: new Date().toISOString() }
+        : { id, status, reason, at: new Date().toISOString() };
+    const delay = this.faultState.ackDelayMs;
+    if (delay > 0) this.later(delay, () => this.notify('ack', ack));
+    else this.notify('ack', ack);
+  }
+
+  private log(
+    event: PlaybackLogEntry['event'],
+    playback: { sessionId: string; commandId: string },
+    reason?: string,
+  ): void {
+    this.seq += 1;
+    const entry: PlaybackLogEntry = {
+      seq: this.seq,
+      sessionId: playback.sessionId,
+      commandId: playback.commandId,
+      event,
+      at: new Date().toISOString(),
+    };
+    if (reason !== undefined) entry.reason = reason;
+    this.notify('log', entry);
+  }
+
+  private publishState(): void {
+    this.notify('state', this.state);
+  }
+
+  private readonly onHeartbeat = (now: number): void => {
+    if (now < this.nextTelemetryAt) return;
+    // From now, not from the missed due time: a device back from an outage sends one heartbeat, not a burst.
+    this.nextTelemetryAt = now + this.heartbeatMs;
+    if (!this.ready || this.faultState.silent) return;
+    const onBattery = this.faultState.powerCut;
+    this.notify('telemetry', {
+      at: new Date().toISOString(),
+      uptimeS: Math.floor((now - this.bootedAt) / 1_000),
+      rssiDbm: Math.round(this.rssiBase + (Math.random() - 0.5) * 6),
+      supplyVoltage: round(
+        (onBattery ? this.supplyBase - 0.9 : this.supplyBase) + (Math.random() - 0.5) * 0.2,
+        2,
+      ),
+      onBattery,
+      // Amplifiers run warm while they drive the horns.
+      ampTempC: round(33 + (this.playing ? 14 : 0) + Math.random() * 3, 1),
+      speakerFault: this.faultState.speakerFault,
+    });
+  };
+
+  private later(ms: number, fn: () => void): NodeJS.Timeout {
+    const timers = (this.timers ??= new Set());
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      fn();
+    }, ms);
+    timers.add(timer);
+    return timer;
+  }
+
+  // ---- incoming ---------------------------------------------------------------------------------------
+
+  private onMessage(topic: string, payload: Buffer): void {
+    if (topic !== this.cmdTopic) return;
+    const receivedAt = performance.now();
+    const decoded = decodePayload(looseEnvelopeSchema, payload);
+    if (!decoded.ok) {
+      this.stats.malformedCommands += 1;
+      this.emit('malformed', decoded.error);
+      return;
+    }
+    const command = decoded.value;
+    if (this.recentIds.has(command.id)) {
+      this.stats.duplicateCommands += 1;
+      return;
+    }
+    this.recentIds.add(command.id);
+    if (this.recentIds.size > DEDUPE_WINDOW) {
+      const oldest = this.recentIds.values().next().value;
+      if (oldest !== undefined) this.recentIds.delete(oldest);
+    }
+    this.stats.handledCommands += 1;
+    this.emit('command', { command, receivedAt, at: new Date() });
+    this.ack(command.id, 'received');
+    this.execute(command);
+  }
+
+  private execute(raw: { id: string; type: string } & Record<string, unknown>): void {
+    // Checked before anything else: a stale command is refused whatever it asks for.
+    const expiresAt = typeof raw.expiresAt === 'string' ? Date.parse(raw.expiresAt) : NaN;
+    if (expiresAt <= Date.now()) {
+      this.ack(raw.id, 'rejected', 'expired');
+      return;
+    }
+    if (!KNOWN_TYPES.has(raw.type)) {
+      this.maintenance(raw.id, raw.type);
+      return;
+    }
+    const parsed = commandSchema.safeParse(raw);
+    if (!parsed.success) {
+      this.ack(raw.id, 'rejected', 'bad_params');
+      return;
+    }
+    const command = parsed.data;
+    switch (command.type) {
+      case 'play':
+        this.play(command);
+        return;
+      case 'stop':
+        this.stop(command);
+        return;
+      case 'volume':
+        this.setVolume(command);
+        return;
+    }
+  }
+
+  private maintenance(id: string, type: string): void {
+    if (!this.options.maintenance) {
+      this.ack(id, 'rejected', 'unsupported');
+      return;
+    }
+    switch (type) {
+      case 'ping':
+      case 'identify':
+        // identify would sound a test tone; there is nothing to sound here, so it is done at once.
+        this.ack(id, 'done');
+        return;
+      case 'reboot':
+        this.ack(id, 'done');
+        this.reboot();
+        return;
+      default:
+        this.ack(id, 'rejected', 'unsupported');
+    }
+  }
+
+  private play(command: PlayCommand): void {
+    const params = command.params;
+    const current = this.playing;
+    // The server re-sends what a device must be doing when it comes back; the same session keeps playing.
+    if (current?.sessionId === params.sessionId) {
+      this.ack(command.id, 'done');
+      return;
+    }
+    if (current && priorityRank(command.priority) < priorityRank(current.priority)) {
+      this.ack(command.id, 'rejected', 'lower_priority');
+      return;
+    }
+    const failure = this.faultState.speakerFault
+      ? 'speaker_fault'
+      : typeof this.faultState.failPlayback === 'string'
+        ? this.faultState.failPlayback
+        : this.faultState.failPlayback
+          ? 'download_failed'
+          : undefined;
+    if (failure) {
+      this.ack(command.id, 'failed', failure);
+      this.log('failed', { sessionId: params.sessionId, commandId: command.id }, failure);
+      return;
+    }
+    const durationMs = params.source.durationMs;
+    const totalMs = durationMs === undefined ? undefined : durationMs * (params.repeat ?? 1);
+    const offsetMs = params.offsetMs ?? 0;
+    if (totalMs !== undefined && offsetMs >= totalMs) {
+      this.ack(command.id, 'rejected', 'offset_past_end');
+      return;
+    }
+    if (current) this.endPlayback('interrupted', 'preempted', false);
+    if (params.volume !== undefined) this.volume = params.volume;
+    const playback: Playback = {
+      sessionId: params.sessionId,
+      commandId: command.id,
+      priority: command.priority,
+      startedAt: new Date().toISOString(),
+      startedMono: performance.now(),
+      offsetMs,
+      totalMs,
+      timer: undefined,
+    };
+    if (totalMs !== undefined) {
+      playback.timer = setTimeout(
+        () => {
+          if (this.playing === playback) this.endPlayback('finished');
+        },
+        (totalMs - offsetMs) / this.speed,
+      );
+    }
+    this.playing = playback;
+    this.ack(command.id, 'done');
+    this.log('started', playback);
+    this.publishState();
+  }
+
+  private stop(command: StopCommand): void {
+    const current = this.playing;
+    const sessionId = command.params.sessionId;
+    // Idempotent: stopping a session that is not playing (any more) is done all the same.
+    this.ack(command.id, 'done');
+    if (current && (sessionId === undefined || sessionId === current.sessionId))
+      this.endPlayback('interrupted', 'stopped');
+  }
+
+  private setVolume(command: VolumeCommand): void {
+    this.ack(command.id, 'done');
+    if (command.params.level === this.volume) return;
+    this.volume = command.params.level;
+    this.publishState();
+  }
+
+  private endPlayback(event: 'finished' | 'interrupted', reason?: string, announce = true): void {
+    const playback = this.playing;
+    if (!playback) return;
+    clearTimeout(playback.timer);
+    this.playing = null;
+    this.log(event, playback, reason);
+    if (announce) this.publishState();
+  }
+
+  private positionMs(playback: Playback): number {
+    const position = playback.offsetMs + (performance.now() - playback.startedMono) * this.speed;
+    return Math.floor(playback.totalMs === undefined ? position : Math.min(position, playback.totalMs));
+  }
+
+  /**
+   * A reboot forgets everything a boot keeps in RAM: what played, which command ids were handled, the log
+   * sequence (protocol.md: seq counts per boot) and whatever had not been sent yet. Volume is in flash.
+   */
+  private reboot(): void {
+    this.endPlayback('interrupted', 'reboot', false);
+    // Graceful: the done ack and the interrupted entry are already with the MQTT client and leave first.
+    this.dropLink('rebooting', true);
+    this.seq = 0;
+    this.recentIds.clear();
+    this.outbox = undefined;
+    this.bootedAt = performance.now();
+    this.later((this.options.bootS * 1_000) / this.speed, () => {
+      this.connect().catch(noop);
+    });
+  }
+}

@@ -1,0 +1,23 @@
+/** @loa/firmware-sim: simulated Loa station and cluster firmware (device protocol v1). */
+export {
+  SimDevice,
+  type CommandEvent,
+  type DeviceCounters,
+  type Faults,
+  type SimDeviceEvents,
+  type SimDeviceOptions,
+} from './device.js';
+export { Fleet, type ConnectReport, type FleetEvents, type FleetOptions, type FleetStats } from './fleet.js';
+export {
+  ApiError,
+  ProvisionError,
+  createArea,
+  createDevice,
+  deviceExists,
+  login,
+  provisionDevices,
+  type AreaLevel,
+  type DeviceCredentials,
+  type DeviceKind,
+  type ProvisionOptions,
+} from './api.js';
