@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Config } from './config.js';
-import { systemClock, type Clock } from './lib/clock.js';
+import { PeriodicJobs, systemClock, type Clock } from './lib/clock.js';
 import { newSecret } from './lib/ids.js';
 import authPlugin from './plugins/auth.js';
 import brokerPlugin from './plugins/broker.js';
@@ -26,11 +26,14 @@ import { LoginThrottle } from './modules/auth/login-throttle.js';
 import { CommandsRepository } from './modules/commands/commands.repository.js';
 import commandsRoutes from './modules/commands/commands.routes.js';
 import { CommandsService } from './modules/commands/commands.service.js';
-import { connectDeviceEvents } from './modules/devices/device-events.js';
 import { DevicesRepository } from './modules/devices/devices.repository.js';
 import devicesRoutes from './modules/devices/devices.routes.js';
 import { DevicesService } from './modules/devices/devices.service.js';
+import systemRoutes from './modules/system/system.routes.js';
+import { connectDeviceEvents } from './modules/health/device-events.js';
+import { HealthRepository } from './modules/health/health.repository.js';
 import healthRoutes from './modules/health/health.routes.js';
+import { HealthService } from './modules/health/health.service.js';
 import { UsersRepository } from './modules/users/users.repository.js';
 import usersRoutes from './modules/users/users.routes.js';
 import { UsersService } from './modules/users/users.service.js';
@@ -41,6 +44,7 @@ export interface Services {
   users: UsersService;
   auth: AuthService;
   devices: DevicesService;
+  health: HealthService;
   commands: CommandsService;
 }
 
@@ -85,7 +89,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // onClose hooks run in reverse order of registration: the broker closes (no more acks arrive), then
   // queued writes are flushed, then the database closes.
   app.addHook('onClose', async () => {
-    app.services.devices.flush();
+    app.services.health.flush();
     app.services.commands.flush();
   });
 
@@ -96,6 +100,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     auth: new AuthRepository(app.db),
     devices: new DevicesRepository(app.db),
     commands: new CommandsRepository(app.db),
+    health: new HealthRepository(app.db),
   };
 
   await app.register(brokerPlugin, {
@@ -108,13 +113,20 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   const audit = new AuditService(repos.audit, clock);
   const areas = new AreasService(repos.areas, audit, clock);
-  const devices = new DevicesService(repos.devices, areas, audit, app.broker, clock, app.log.child({ module: 'devices' }));
   const services: Services = {
     audit,
     areas,
     users: new UsersService(repos.users, areas, audit, clock),
-    auth: new AuthService(repos.auth, repos.users, audit, new LoginThrottle(clock), clock, config.auth.tokenTtlMs),
-    devices,
+    auth: new AuthService(
+      repos.auth,
+      repos.users,
+      audit,
+      new LoginThrottle(clock),
+      clock,
+      config.auth.tokenTtlMs,
+    ),
+    devices: new DevicesService(repos.devices, areas, audit, app.broker, clock),
+    health: new HealthService(repos.health, config.health, clock, app.log.child({ module: 'health' })),
     commands: new CommandsService(
       repos.commands,
       repos.devices,
@@ -127,12 +139,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   };
   app.decorate('services', services);
 
-  // Nothing survives a restart of the embedded broker: every device is offline until it connects.
-  devices.markAllOffline();
+  // Loads live status; devices still marked online from before are recorded offline (server_restart).
+  services.health.start();
   connectDeviceEvents(app.broker, services, app.log.child({ module: 'device-events' }));
 
-  const sweepMs = options.expirySweepMs ?? 1_000;
-  let sweeper: unknown;
+  // Periodic jobs run on the injected clock, so tests drive them by moving time.
+  const jobs = new PeriodicJobs(clock, app.log);
   app.addHook('onReady', async () => {
     const admin = await services.users.ensureAdmin(config.auth.adminPassword, () => newSecret().slice(0, 20));
     if (admin.password) {
@@ -141,14 +153,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         'Created the first user "admin" with a generated password, shown only this once. Set ADMIN_PASSWORD to choose it.',
       );
     }
-    sweeper = clock.setInterval(() => services.commands.expireDue(), sweepMs);
+    jobs.every('expire commands', options.expirySweepMs ?? 1_000, () => services.commands.expireDue());
+    jobs.every('store telemetry', 1_000, () => services.health.flush());
+    jobs.every('detect silent devices', Math.min(config.health.heartbeatMs, 5_000), () =>
+      services.health.detectSilence(),
+    );
+    jobs.every('prune telemetry', 3_600_000, () => services.health.pruneTelemetry());
   });
-  app.addHook('onClose', async () => {
-    if (sweeper !== undefined) clock.clearInterval(sweeper);
-  });
+  app.addHook('onClose', async () => jobs.stop());
 
   await app.register(openapiPlugin, { publicUrl: config.http.publicUrl });
-  await app.register(healthRoutes);
+  await app.register(systemRoutes);
   await app.register(
     async (api) => {
       await api.register(authPlugin, { authenticate: (token) => services.auth.authenticate(token) });
@@ -157,6 +172,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       await api.register(areasRoutes);
       await api.register(devicesRoutes);
       await api.register(commandsRoutes);
+      await api.register(healthRoutes);
       await api.register(auditRoutes);
     },
     { prefix: '/api/v1' },

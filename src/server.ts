@@ -49,7 +49,12 @@ async function main(): Promise<void> {
 
   await app.listen({ host: config.http.host, port: config.http.port });
   app.log.info(
-    { api: `http://${config.http.host}:${config.http.port}`, docs: '/docs', mqtt: `${config.mqtt.host}:${app.broker.port}`, dataDir: config.dataDir },
+    {
+      api: `http://${config.http.host}:${config.http.port}`,
+      docs: '/docs',
+      mqtt: `${config.mqtt.host}:${app.broker.port}`,
+      dataDir: config.dataDir,
+    },
     'Loa is running',
   );
 }

@@ -47,9 +47,19 @@ describe('areas', () => {
 
   it('lets a district operator create, rename and delete inside their district', async () => {
     const token = await t.createUser('district_operator', tree.district.id);
-    const created = await t.createArea({ name: 'Xã Hải Sơn', level: 'commune', parentId: tree.district.id }, token);
-    const renamed = await t.request('PATCH', `/api/v1/areas/${created.id}`, { token, body: { name: 'Xã Hải Sơn mới' } });
-    expect(renamed.json()).toMatchObject({ name: 'Xã Hải Sơn mới', level: 'commune', parentId: tree.district.id });
+    const created = await t.createArea(
+      { name: 'Xã Hải Sơn', level: 'commune', parentId: tree.district.id },
+      token,
+    );
+    const renamed = await t.request('PATCH', `/api/v1/areas/${created.id}`, {
+      token,
+      body: { name: 'Xã Hải Sơn mới' },
+    });
+    expect(renamed.json()).toMatchObject({
+      name: 'Xã Hải Sơn mới',
+      level: 'commune',
+      parentId: tree.district.id,
+    });
     expect((await t.request('DELETE', `/api/v1/areas/${created.id}`, { token })).statusCode).toBe(204);
     expect((await t.request('GET', `/api/v1/areas/${created.id}`, { token })).statusCode).toBe(404);
   });
@@ -58,7 +68,10 @@ describe('areas', () => {
     const token = await t.createUser('district_operator', tree.district.id);
     const own = await t.request('PATCH', `/api/v1/areas/${tree.district.id}`, { token, body: { name: 'x' } });
     expect(own.statusCode).toBe(403);
-    const top = await t.request('POST', '/api/v1/areas', { token, body: { name: 'Tỉnh Mới', level: 'province' } });
+    const top = await t.request('POST', '/api/v1/areas', {
+      token,
+      body: { name: 'Tỉnh Mới', level: 'province' },
+    });
     expect(top.statusCode).toBe(403);
   });
 
@@ -74,9 +87,16 @@ describe('areas', () => {
   });
 
   it('validates names, levels and parent order', async () => {
-    const bad = await t.request('POST', '/api/v1/areas', { token: t.adminToken, body: { name: '  ', level: 'city' } });
+    const bad = await t.request('POST', '/api/v1/areas', {
+      token: t.adminToken,
+      body: { name: '  ', level: 'city' },
+    });
     expect(bad.statusCode).toBe(400);
-    expect(problem(bad).errors?.map((e) => e.field).sort()).toEqual(['body.level', 'body.name']);
+    expect(
+      problem(bad)
+        .errors?.map((e) => e.field)
+        .sort(),
+    ).toEqual(['body.level', 'body.name']);
 
     const inverted = await t.request('POST', '/api/v1/areas', {
       token: t.adminToken,
@@ -93,7 +113,11 @@ describe('areas', () => {
   });
 
   it('allows two-level provinces: a commune directly under a province', async () => {
-    const created = await t.createArea({ name: 'Phường Đông Hà', level: 'commune', parentId: tree.province.id });
+    const created = await t.createArea({
+      name: 'Phường Đông Hà',
+      level: 'commune',
+      parentId: tree.province.id,
+    });
     const res = await t.request('GET', `/api/v1/areas/${created.id}`, { token: t.adminToken });
     expect(res.json()).toMatchObject({ depth: 1, parentId: tree.province.id });
   });
@@ -105,7 +129,9 @@ describe('areas', () => {
     });
     expect(moved.statusCode).toBe(200);
     expect(moved.json()).toMatchObject({ parentId: tree.province.id, depth: 1 });
-    const hamlet = (await t.request('GET', `/api/v1/areas/${tree.hamletB.id}`, { token: t.adminToken })).json<Area>();
+    const hamlet = (
+      await t.request('GET', `/api/v1/areas/${tree.hamletB.id}`, { token: t.adminToken })
+    ).json<Area>();
     expect(hamlet.depth).toBe(2);
     // The district operator no longer sees the moved commune.
     const token = await t.createUser('district_operator', tree.district.id);
@@ -122,7 +148,9 @@ describe('areas', () => {
   });
 
   it('refuses to delete an area that still has sub-areas, devices or users', async () => {
-    const withChildren = await t.request('DELETE', `/api/v1/areas/${tree.communeA.id}`, { token: t.adminToken });
+    const withChildren = await t.request('DELETE', `/api/v1/areas/${tree.communeA.id}`, {
+      token: t.adminToken,
+    });
     expect(withChildren.statusCode).toBe(409);
     expect(problem(withChildren).code).toBe('area_not_empty');
 
@@ -137,7 +165,9 @@ describe('areas', () => {
 
   it('audits area changes', async () => {
     const res = await t.request('GET', '/api/v1/audit?targetType=area', { token: t.adminToken });
-    const items = res.json<{ items: { action: string; actorUsername: string; details: { name: string } }[] }>().items;
+    const items = res.json<{
+      items: { action: string; actorUsername: string; details: { name: string } }[];
+    }>().items;
     expect(items).toHaveLength(6);
     expect(items.every((i) => i.action === 'area.create' && i.actorUsername === 'admin')).toBe(true);
     expect(items.map((i) => i.details.name)).toContain('Xã Hải Thượng');

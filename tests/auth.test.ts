@@ -1,5 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ADMIN_PASSWORD, createAreaTree, createTestApp, problem, USER_PASSWORD, type TestApp } from './support/app.js';
+import {
+  ADMIN_PASSWORD,
+  createAreaTree,
+  createTestApp,
+  problem,
+  USER_PASSWORD,
+  type TestApp,
+} from './support/app.js';
 import { ManualClock } from './support/clock.js';
 
 describe('authentication', () => {
@@ -18,7 +25,13 @@ describe('authentication', () => {
   });
 
   it('refuses every API route without a token, with problem+json', async () => {
-    for (const url of ['/api/v1/areas', '/api/v1/devices', '/api/v1/commands', '/api/v1/users', '/api/v1/auth/me']) {
+    for (const url of [
+      '/api/v1/areas',
+      '/api/v1/devices',
+      '/api/v1/commands',
+      '/api/v1/users',
+      '/api/v1/auth/me',
+    ]) {
       const res = await t.request('GET', url);
       expect(res.statusCode, url).toBe(401);
       expect(problem(res).code).toBe('unauthenticated');
@@ -27,13 +40,19 @@ describe('authentication', () => {
 
   it('refuses a malformed or unknown bearer token', async () => {
     for (const header of ['Bearer nope', 'Bearer loa_unknown', 'Basic YWRtaW46eA==', 'Bearer']) {
-      const res = await t.app.inject({ method: 'GET', url: '/api/v1/areas', headers: { authorization: header } });
+      const res = await t.app.inject({
+        method: 'GET',
+        url: '/api/v1/areas',
+        headers: { authorization: header },
+      });
       expect(res.statusCode, header).toBe(401);
     }
   });
 
   it('logs in and tells who the token belongs to', async () => {
-    const res = await t.request('POST', '/api/v1/auth/login', { body: { username: 'admin', password: ADMIN_PASSWORD } });
+    const res = await t.request('POST', '/api/v1/auth/login', {
+      body: { username: 'admin', password: ADMIN_PASSWORD },
+    });
     expect(res.statusCode).toBe(200);
     const body = res.json<{ token: string; expiresAt: string; user: { username: string; role: string } }>();
     expect(body.user).toMatchObject({ username: 'admin', role: 'admin' });
@@ -42,8 +61,12 @@ describe('authentication', () => {
   });
 
   it('gives the same answer for a wrong password and an unknown user', async () => {
-    const wrong = await t.request('POST', '/api/v1/auth/login', { body: { username: 'admin', password: 'wrong-password' } });
-    const unknown = await t.request('POST', '/api/v1/auth/login', { body: { username: 'ghost', password: 'wrong-password' } });
+    const wrong = await t.request('POST', '/api/v1/auth/login', {
+      body: { username: 'admin', password: 'wrong-password' },
+    });
+    const unknown = await t.request('POST', '/api/v1/auth/login', {
+      body: { username: 'ghost', password: 'wrong-password' },
+    });
     expect(wrong.statusCode).toBe(401);
     expect(unknown.statusCode).toBe(401);
     expect(problem(wrong)).toEqual(problem(unknown));
@@ -68,16 +91,22 @@ describe('authentication', () => {
 
   it('rate-limits repeated failures with 429 and Retry-After, then lets the user in again', async () => {
     for (let i = 0; i < 5; i++) {
-      const res = await t.request('POST', '/api/v1/auth/login', { body: { username: 'admin', password: `bad-${i}` } });
+      const res = await t.request('POST', '/api/v1/auth/login', {
+        body: { username: 'admin', password: `bad-${i}` },
+      });
       expect(res.statusCode).toBe(401);
     }
-    const blocked = await t.request('POST', '/api/v1/auth/login', { body: { username: 'admin', password: ADMIN_PASSWORD } });
+    const blocked = await t.request('POST', '/api/v1/auth/login', {
+      body: { username: 'admin', password: ADMIN_PASSWORD },
+    });
     expect(blocked.statusCode).toBe(429);
     expect(problem(blocked).code).toBe('too_many_requests');
     expect(Number(blocked.headers['retry-after'])).toBeGreaterThan(0);
 
     clock.advance(15 * 60_000);
-    const again = await t.request('POST', '/api/v1/auth/login', { body: { username: 'admin', password: ADMIN_PASSWORD } });
+    const again = await t.request('POST', '/api/v1/auth/login', {
+      body: { username: 'admin', password: ADMIN_PASSWORD },
+    });
     expect(again.statusCode).toBe(200);
   });
 
@@ -158,9 +187,17 @@ describe('HTTP plumbing', () => {
   afterEach(async () => t.close());
 
   it('tags every response with a request id, keeping a well-formed one the client sent', async () => {
-    const own = await t.app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'xa-hai-lang-42' } });
+    const own = await t.app.inject({
+      method: 'GET',
+      url: '/healthz',
+      headers: { 'x-request-id': 'xa-hai-lang-42' },
+    });
     expect(own.headers['x-request-id']).toBe('xa-hai-lang-42');
-    const generated = await t.app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'bad id\n' } });
+    const generated = await t.app.inject({
+      method: 'GET',
+      url: '/healthz',
+      headers: { 'x-request-id': 'bad id\n' },
+    });
     expect(generated.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
   });
 
@@ -181,7 +218,11 @@ describe('HTTP plumbing', () => {
   it('serves the OpenAPI document generated from the schemas, with bearer security', async () => {
     const res = await t.request('GET', '/docs/json');
     expect(res.statusCode).toBe(200);
-    const doc = res.json<{ openapi: string; paths: Record<string, unknown>; components: { securitySchemes: unknown } }>();
+    const doc = res.json<{
+      openapi: string;
+      paths: Record<string, unknown>;
+      components: { securitySchemes: unknown };
+    }>();
     expect(doc.openapi).toMatch(/^3\./);
     expect(Object.keys(doc.paths)).toEqual(
       expect.arrayContaining(['/api/v1/commands', '/api/v1/devices/{id}', '/api/v1/areas', '/healthz']),

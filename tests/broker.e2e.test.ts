@@ -50,9 +50,15 @@ describe('broker: authentication, ACL, presence', () => {
   });
 
   it('refuses a wrong secret, an unknown device and a clientId that is not the username', async () => {
-    await expect(connectDevice(url, { ...device.credentials, password: 'wrong' })).rejects.toMatchObject({ code: 4 });
-    await expect(connectDevice(url, { clientId: 'dev_unknown', username: 'dev_unknown', password: 'x' })).rejects.toMatchObject({ code: 4 });
-    await expect(connectDevice(url, { ...device.credentials, clientId: other.id })).rejects.toMatchObject({ code: 5 });
+    await expect(connectDevice(url, { ...device.credentials, password: 'wrong' })).rejects.toMatchObject({
+      code: 4,
+    });
+    await expect(
+      connectDevice(url, { clientId: 'dev_unknown', username: 'dev_unknown', password: 'x' }),
+    ).rejects.toMatchObject({ code: 4 });
+    await expect(connectDevice(url, { ...device.credentials, clientId: other.id })).rejects.toMatchObject({
+      code: 5,
+    });
     await expect(connectRaw(url, { clientId: device.id })).rejects.toMatchObject({ code: 5 });
     expect((await getDevice(device.id)).online).toBe(false);
   });
@@ -77,13 +83,19 @@ describe('broker: authentication, ACL, presence', () => {
   it('closes the connection of a device that publishes to another device’s topic', async () => {
     const client = await connect(device.credentials);
     const gone = closed(client);
-    client.publish(topics.state(other.id), JSON.stringify({ firmware: '9.9.9', volume: 1, playing: null }), { qos: 1 });
+    client.publish(topics.state(other.id), JSON.stringify({ firmware: '9.9.9', volume: 1, playing: null }), {
+      qos: 1,
+    });
     await gone;
     expect((await getDevice(other.id)).state).toBeNull();
   });
 
   it('closes the connection on a publish to its own cmd topic or to $SYS', async () => {
-    for (const topic of [topics.cmd(device.id), '$SYS/broker/new/clients', `loa/v1/devices/${device.id}/secret`]) {
+    for (const topic of [
+      topics.cmd(device.id),
+      '$SYS/broker/new/clients',
+      `loa/v1/devices/${device.id}/secret`,
+    ]) {
       const client = await connect(device.credentials);
       const gone = closed(client);
       client.publish(topic, '{}', { qos: 0 });
@@ -129,7 +141,9 @@ describe('broker: authentication, ACL, presence', () => {
   it('disconnects the old session on credential rotation; only the new secret works', async () => {
     const client = await connect(device.credentials);
     const gone = closed(client);
-    const rotated = await t.request('POST', `/api/v1/devices/${device.id}/credentials`, { token: t.adminToken });
+    const rotated = await t.request('POST', `/api/v1/devices/${device.id}/credentials`, {
+      token: t.adminToken,
+    });
     const fresh = rotated.json<Creds>();
     await gone;
     await expect(connectDevice(url, device.credentials)).rejects.toMatchObject({ code: 4 });
@@ -205,14 +219,23 @@ describe('broker: commands reach devices', () => {
     expect(command).toMatchObject({ id, type: 'volume', priority: 'normal', params: { level: 35 } });
 
     const at = new Date().toISOString();
-    await da.client.publishAsync(topics.ack(a.id), JSON.stringify({ id, status: 'received', at }), { qos: 1 });
+    await da.client.publishAsync(topics.ack(a.id), JSON.stringify({ id, status: 'received', at }), {
+      qos: 1,
+    });
     await da.client.publishAsync(topics.ack(a.id), JSON.stringify({ id, status: 'done', at }), { qos: 1 });
-    await db.client.publishAsync(topics.ack(b.id), JSON.stringify({ id, status: 'rejected', reason: 'bad_params', at }), { qos: 1 });
+    await db.client.publishAsync(
+      topics.ack(b.id),
+      JSON.stringify({ id, status: 'rejected', reason: 'bad_params', at }),
+      { qos: 1 },
+    );
     const final = await waitFor(async () => {
       const s = await status(id);
       return s.counts.done === 1 && s.counts.rejected === 1 ? s : null;
     }, 'acks recorded');
-    expect(final.devices.find((d) => d.deviceId === b.id)).toMatchObject({ status: 'rejected', reason: 'bad_params' });
+    expect(final.devices.find((d) => d.deviceId === b.id)).toMatchObject({
+      status: 'rejected',
+      reason: 'bad_params',
+    });
   });
 
   it('never lets a late "received" overwrite "done", nor an ack for another device count', async () => {
@@ -227,9 +250,13 @@ describe('broker: commands reach devices', () => {
     ).json<{ id: string }>();
     const at = new Date().toISOString();
     await da.client.publishAsync(topics.ack(a.id), JSON.stringify({ id, status: 'done', at }), { qos: 1 });
-    await da.client.publishAsync(topics.ack(a.id), JSON.stringify({ id, status: 'received', at }), { qos: 1 });
+    await da.client.publishAsync(topics.ack(a.id), JSON.stringify({ id, status: 'received', at }), {
+      qos: 1,
+    });
     const dbClient = await online(b);
-    await dbClient.client.publishAsync(topics.ack(b.id), JSON.stringify({ id, status: 'failed', at }), { qos: 1 });
+    await dbClient.client.publishAsync(topics.ack(b.id), JSON.stringify({ id, status: 'failed', at }), {
+      qos: 1,
+    });
     await waitFor(async () => (await status(id)).counts.done === 1, 'done');
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect((await status(id)).counts).toMatchObject({ done: 1, received: 0, failed: 0 });

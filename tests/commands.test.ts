@@ -2,7 +2,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
 
-const media = { kind: 'media', url: 'https://media.loa.example/ban-tin.mp3', sha256: 'ab'.repeat(32), durationMs: 30_000 };
+const media = {
+  kind: 'media',
+  url: 'https://media.loa.example/ban-tin.mp3',
+  sha256: 'ab'.repeat(32),
+  durationMs: 30_000,
+};
 
 type Detail = {
   id: string;
@@ -27,20 +32,32 @@ describe('commands (no devices connected)', () => {
   });
   afterEach(async () => t.close());
 
-  const send = (body: unknown, token = t.adminToken) => t.request('POST', '/api/v1/commands', { token, body });
+  const send = (body: unknown, token = t.adminToken) =>
+    t.request('POST', '/api/v1/commands', { token, body });
 
   it('accepts a play to an area, targets its whole subtree, and assigns session, issue and expiry times', async () => {
     const a = await t.createDevice(tree.hamletA.id, 'Cụm loa Đông');
     const b = await t.createDevice(tree.communeA.id, 'Đài xã Hải Phú', 'station');
     await t.createDevice(tree.hamletB.id, 'Cụm loa Tây');
 
-    const res = await send({ type: 'play', params: { source: media }, targets: { areaIds: [tree.communeA.id] } });
+    const res = await send({
+      type: 'play',
+      params: { source: media },
+      targets: { areaIds: [tree.communeA.id] },
+    });
     expect(res.statusCode).toBe(202);
     const accepted = res.json<{ id: string; targets: number; sent: number; expiresAt: string }>();
     expect(accepted).toMatchObject({ targets: 2, sent: 0, expiresAt: '2026-06-01T01:10:00.000Z' });
 
-    const detail = (await t.request('GET', `/api/v1/commands/${accepted.id}`, { token: t.adminToken })).json<Detail>();
-    expect(detail).toMatchObject({ type: 'play', priority: 'normal', createdBy: { username: 'admin' }, targets: 2 });
+    const detail = (
+      await t.request('GET', `/api/v1/commands/${accepted.id}`, { token: t.adminToken })
+    ).json<Detail>();
+    expect(detail).toMatchObject({
+      type: 'play',
+      priority: 'normal',
+      createdBy: { username: 'admin' },
+      targets: 2,
+    });
     expect(detail.params.sessionId).toMatch(/^ses_/);
     expect(detail.counts).toMatchObject({ pending: 2, done: 0 });
     expect(detail.devices.map((d) => d.deviceId).sort()).toEqual([a.id, b.id].sort());
@@ -50,15 +67,25 @@ describe('commands (no devices connected)', () => {
     const d = await t.createDevice(tree.hamletA.id);
     const stop = await send({ type: 'stop', targets: { deviceIds: [d.id] } });
     expect(stop.json()).toMatchObject({ expiresAt: '2026-06-01T01:05:00.000Z' });
-    const volume = await send({ type: 'volume', params: { level: 40 }, targets: { deviceIds: [d.id] }, expiresInS: 30 });
+    const volume = await send({
+      type: 'volume',
+      params: { level: 40 },
+      targets: { deviceIds: [d.id] },
+      expiresInS: 30,
+    });
     expect(volume.json()).toMatchObject({ expiresAt: '2026-06-01T01:00:30.000Z' });
   });
 
   it('marks deliveries offline when the command expires before the device ever connected', async () => {
     const d = await t.createDevice(tree.hamletA.id);
-    const { id } = (await send({ type: 'volume', params: { level: 40 }, targets: { deviceIds: [d.id] }, expiresInS: 60 })).json<{ id: string }>();
+    const { id } = (
+      await send({ type: 'volume', params: { level: 40 }, targets: { deviceIds: [d.id] }, expiresInS: 60 })
+    ).json<{ id: string }>();
     clock.advance(59_000);
-    expect((await t.request('GET', `/api/v1/commands/${id}`, { token: t.adminToken })).json<Detail>().counts.pending).toBe(1);
+    expect(
+      (await t.request('GET', `/api/v1/commands/${id}`, { token: t.adminToken })).json<Detail>().counts
+        .pending,
+    ).toBe(1);
     clock.advance(2_000);
     const detail = (await t.request('GET', `/api/v1/commands/${id}`, { token: t.adminToken })).json<Detail>();
     expect(detail.counts).toMatchObject({ pending: 0, offline: 1 });
@@ -72,8 +99,18 @@ describe('commands (no devices connected)', () => {
     const cases: [unknown, string][] = [
       [{ type: 'volume', params: { level: 101 }, targets }, 'body.params.level'],
       [{ type: 'volume', params: {}, targets }, 'body.params.level'],
-      [{ type: 'play', params: { source: { kind: 'media', url: 'not a url', sha256: 'ab'.repeat(32), durationMs: 1 } }, targets }, 'body.params.source.url'],
-      [{ type: 'play', params: { source: { ...media, sha256: 'xyz' } }, targets }, 'body.params.source.sha256'],
+      [
+        {
+          type: 'play',
+          params: { source: { kind: 'media', url: 'not a url', sha256: 'ab'.repeat(32), durationMs: 1 } },
+          targets,
+        },
+        'body.params.source.url',
+      ],
+      [
+        { type: 'play', params: { source: { ...media, sha256: 'xyz' } }, targets },
+        'body.params.source.sha256',
+      ],
       [{ type: 'play', params: {}, targets }, 'body.params.source'],
       [{ type: 'dance', params: {}, targets }, 'body.type'],
       [{ type: 'stop', targets: {} }, 'body.targets'],
@@ -83,7 +120,10 @@ describe('commands (no devices connected)', () => {
     for (const [body, field] of cases) {
       const res = await send(body);
       expect(res.statusCode, JSON.stringify(body)).toBe(400);
-      expect(problem(res).errors?.map((e) => e.field), JSON.stringify(body)).toContain(field);
+      expect(
+        problem(res).errors?.map((e) => e.field),
+        JSON.stringify(body),
+      ).toContain(field);
     }
   });
 
@@ -108,52 +148,79 @@ describe('commands (no devices connected)', () => {
     const d = await t.createDevice(tree.hamletA.id);
     const targets = { deviceIds: [d.id] };
     const technician = await t.createUser('technician', tree.communeA.id);
-    expect((await send({ type: 'play', params: { source: media }, targets }, technician)).statusCode).toBe(403);
+    expect((await send({ type: 'play', params: { source: media }, targets }, technician)).statusCode).toBe(
+      403,
+    );
     expect((await send({ type: 'volume', params: { level: 10 }, targets }, technician)).statusCode).toBe(202);
 
     const broadcaster = await t.createUser('broadcaster', tree.communeA.id);
-    expect((await send({ type: 'play', params: { source: media }, targets, priority: 'priority' }, broadcaster)).statusCode).toBe(202);
-    const emergency = await send({ type: 'play', params: { source: media }, targets, priority: 'emergency' }, broadcaster);
+    expect(
+      (await send({ type: 'play', params: { source: media }, targets, priority: 'priority' }, broadcaster))
+        .statusCode,
+    ).toBe(202);
+    const emergency = await send(
+      { type: 'play', params: { source: media }, targets, priority: 'emergency' },
+      broadcaster,
+    );
     expect(emergency.statusCode).toBe(403);
 
     const district = await t.createUser('district_operator', tree.district.id);
-    expect((await send({ type: 'play', params: { source: media }, targets, priority: 'emergency' }, district)).statusCode).toBe(202);
+    expect(
+      (await send({ type: 'play', params: { source: media }, targets, priority: 'emergency' }, district))
+        .statusCode,
+    ).toBe(202);
   });
 
   it('shows a commune user only its own devices of a district-wide command', async () => {
     await t.createDevice(tree.hamletA.id, 'Cụm loa Đông');
     await t.createDevice(tree.hamletB.id, 'Cụm loa Tây');
     const district = await t.createUser('district_operator', tree.district.id);
-    const { id } = (await send({ type: 'stop', targets: { areaIds: [tree.district.id] } }, district)).json<{ id: string }>();
+    const { id } = (await send({ type: 'stop', targets: { areaIds: [tree.district.id] } }, district)).json<{
+      id: string;
+    }>();
 
     const communeUser = await t.createUser('broadcaster', tree.communeA.id);
     const detail = (await t.request('GET', `/api/v1/commands/${id}`, { token: communeUser })).json<Detail>();
     expect(detail.targets).toBe(2);
     expect(detail.devices.map((d) => d.deviceName)).toEqual(['Cụm loa Đông']);
-    const listed = (await t.request('GET', '/api/v1/commands', { token: communeUser })).json<{ items: { id: string }[] }>();
+    const listed = (await t.request('GET', '/api/v1/commands', { token: communeUser })).json<{
+      items: { id: string }[];
+    }>();
     expect(listed.items.map((c) => c.id)).toEqual([id]);
 
     const hamletBOnly = await t.createArea({ name: 'Thôn Bắc', level: 'hamlet', parentId: tree.communeB.id });
     const stranger = await t.createUser('broadcaster', hamletBOnly.id);
     expect((await t.request('GET', `/api/v1/commands/${id}`, { token: stranger })).statusCode).toBe(404);
-    expect((await t.request('GET', '/api/v1/commands', { token: stranger })).json<{ items: unknown[] }>().items).toEqual([]);
+    expect(
+      (await t.request('GET', '/api/v1/commands', { token: stranger })).json<{ items: unknown[] }>().items,
+    ).toEqual([]);
   });
 
   it('lists recent commands newest first', async () => {
     const d = await t.createDevice(tree.hamletA.id);
-    const first = (await send({ type: 'volume', params: { level: 10 }, targets: { deviceIds: [d.id] } })).json<{ id: string }>();
+    const first = (
+      await send({ type: 'volume', params: { level: 10 }, targets: { deviceIds: [d.id] } })
+    ).json<{ id: string }>();
     clock.advance(1_000);
     const second = (await send({ type: 'stop', targets: { deviceIds: [d.id] } })).json<{ id: string }>();
     const res = await t.request('GET', '/api/v1/commands?limit=10', { token: t.adminToken });
     expect(res.json<{ items: { id: string }[] }>().items.map((c) => c.id)).toEqual([second.id, first.id]);
-    expect((await t.request('GET', '/api/v1/commands/cmd_nope', { token: t.adminToken })).statusCode).toBe(404);
+    expect((await t.request('GET', '/api/v1/commands/cmd_nope', { token: t.adminToken })).statusCode).toBe(
+      404,
+    );
   });
 
   it('writes every command to the audit log with who, what and targets', async () => {
     const d = await t.createDevice(tree.hamletA.id);
-    const { id } = (await send({ type: 'volume', params: { level: 55 }, targets: { deviceIds: [d.id] } })).json<{ id: string }>();
-    const res = await t.request('GET', `/api/v1/audit?targetType=command&targetId=${id}`, { token: t.adminToken });
-    const [entry] = res.json<{ items: { action: string; actorUsername: string; at: string; details: Record<string, unknown> }[] }>().items;
+    const { id } = (
+      await send({ type: 'volume', params: { level: 55 }, targets: { deviceIds: [d.id] } })
+    ).json<{ id: string }>();
+    const res = await t.request('GET', `/api/v1/audit?targetType=command&targetId=${id}`, {
+      token: t.adminToken,
+    });
+    const [entry] = res.json<{
+      items: { action: string; actorUsername: string; at: string; details: Record<string, unknown> }[];
+    }>().items;
     expect(entry).toMatchObject({
       action: 'command.create',
       actorUsername: 'admin',

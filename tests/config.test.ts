@@ -12,7 +12,8 @@ describe('config', () => {
   });
 
   it('names every bad variable in one message', () => {
-    const attempt = () => loadConfig({ PORT: 'abc', MQTT_PORT: '70000', LOG_LEVEL: 'loud', PUBLIC_URL: 'not a url' });
+    const attempt = () =>
+      loadConfig({ PORT: 'abc', MQTT_PORT: '70000', LOG_LEVEL: 'loud', PUBLIC_URL: 'not a url' });
     expect(attempt).toThrow(ConfigError);
     const message = (() => {
       try {

@@ -37,7 +37,11 @@ describe('devices obey the API', () => {
     await t.close();
   });
 
-  async function device(areaId: string, name: string, faults: ConstructorParameters<typeof SimDevice>[0]['faults'] = {}) {
+  async function device(
+    areaId: string,
+    name: string,
+    faults: ConstructorParameters<typeof SimDevice>[0]['faults'] = {},
+  ) {
     const created = await t.createDevice(areaId, name);
     const sim = new SimDevice({
       id: created.id,
@@ -61,14 +65,21 @@ describe('devices obey the API', () => {
   const detail = async (id: string) =>
     (await t.request('GET', `/api/v1/commands/${id}`, { token: t.adminToken })).json<Detail>();
   const settled = (id: string, expected: Record<string, number>) =>
-    waitFor(async () => {
-      const d = await detail(id);
-      return Object.entries(expected).every(([status, n]) => d.counts[status] === n) ? d : null;
-    }, `command ${id} to reach ${JSON.stringify(expected)}`);
+    waitFor(
+      async () => {
+        const d = await detail(id);
+        return Object.entries(expected).every(([status, n]) => d.counts[status] === n) ? d : null;
+      },
+      `command ${id} to reach ${JSON.stringify(expected)}`,
+    );
   const deviceView = async (id: string) =>
     (await t.request('GET', `/api/v1/devices/${id}`, { token: t.adminToken })).json<{
       online: boolean;
-      state: { volume: number; firmware: string; playing: { sessionId: string; priority: string } | null } | null;
+      state: {
+        volume: number;
+        firmware: string;
+        playing: { sessionId: string; priority: string } | null;
+      } | null;
     }>();
 
   it('plays, changes volume and stops on every loudspeaker of a commune, and the API shows each ack', async () => {
@@ -78,20 +89,32 @@ describe('devices obey the API', () => {
     const elsewhere = await device(tree.hamletB.id, 'Cụm loa thôn Tây');
 
     const broadcaster = await t.createUser('broadcaster', tree.communeA.id);
-    const play = await send({ type: 'play', params: { source: media(600_000) }, targets: { areaIds: [tree.communeA.id] } }, broadcaster);
+    const play = await send(
+      { type: 'play', params: { source: media(600_000) }, targets: { areaIds: [tree.communeA.id] } },
+      broadcaster,
+    );
     expect(play).toMatchObject({ targets: 3, sent: 3 });
     const played = await settled(play.id, { done: 3 });
     const sessionId = played.params.sessionId!;
     for (const d of [a, b, station]) expect(d.sim.state.playing?.sessionId).toBe(sessionId);
     expect(elsewhere.sim.state.playing).toBeNull();
-    await waitFor(async () => (await deviceView(a.id)).state?.playing?.sessionId === sessionId, 'state reported');
+    await waitFor(
+      async () => (await deviceView(a.id)).state?.playing?.sessionId === sessionId,
+      'state reported',
+    );
 
-    const volume = await send({ type: 'volume', params: { level: 35 }, targets: { deviceIds: [a.id, b.id] } }, broadcaster);
+    const volume = await send(
+      { type: 'volume', params: { level: 35 }, targets: { deviceIds: [a.id, b.id] } },
+      broadcaster,
+    );
     await settled(volume.id, { done: 2 });
     expect(a.sim.state.volume).toBe(35);
     await waitFor(async () => (await deviceView(b.id)).state?.volume === 35, 'volume reported');
 
-    const stop = await send({ type: 'stop', params: { sessionId }, targets: { areaIds: [tree.communeA.id] } }, broadcaster);
+    const stop = await send(
+      { type: 'stop', params: { sessionId }, targets: { areaIds: [tree.communeA.id] } },
+      broadcaster,
+    );
     await settled(stop.id, { done: 3 });
     for (const d of [a, b, station]) expect(d.sim.state.playing).toBeNull();
     await waitFor(async () => (await deviceView(station.id)).state?.playing === null, 'stop reported');
@@ -99,12 +122,21 @@ describe('devices obey the API', () => {
 
   it('lets an emergency pre-empt a normal bulletin, and a normal one is refused during the emergency', async () => {
     const d = await device(tree.hamletA.id, 'Cụm loa chợ');
-    const normal = await send({ type: 'play', params: { source: media(600_000) }, targets: { deviceIds: [d.id] } });
+    const normal = await send({
+      type: 'play',
+      params: { source: media(600_000) },
+      targets: { deviceIds: [d.id] },
+    });
     await settled(normal.id, { done: 1 });
 
     const district = await t.createUser('district_operator', tree.district.id);
     const emergency = await send(
-      { type: 'play', priority: 'emergency', params: { source: media(600_000) }, targets: { areaIds: [tree.district.id] } },
+      {
+        type: 'play',
+        priority: 'emergency',
+        params: { source: media(600_000) },
+        targets: { areaIds: [tree.district.id] },
+      },
       district,
     );
     await settled(emergency.id, { done: 1 });
@@ -119,7 +151,11 @@ describe('devices obey the API', () => {
     const broken = await device(tree.hamletA.id, 'Cụm loa hỏng', { failPlayback: true });
     const mute = await device(tree.hamletA.id, 'Cụm loa mất loa', { speakerFault: true });
     const ok = await device(tree.hamletA.id, 'Cụm loa tốt');
-    const play = await send({ type: 'play', params: { source: media() }, targets: { areaIds: [tree.hamletA.id] } });
+    const play = await send({
+      type: 'play',
+      params: { source: media() },
+      targets: { areaIds: [tree.hamletA.id] },
+    });
     const result = await settled(play.id, { done: 1, failed: 2 });
     const byId = new Map(result.devices.map((x) => [x.deviceId, x]));
     expect(byId.get(broken.id)).toMatchObject({ status: 'failed', reason: 'download_failed' });
@@ -129,7 +165,12 @@ describe('devices obey the API', () => {
 
   it('shows a device that never acknowledges as expired once the command runs out', async () => {
     const silent = await device(tree.hamletA.id, 'Cụm loa im lặng', { dropAcks: true });
-    const cmd = await send({ type: 'volume', params: { level: 10 }, targets: { deviceIds: [silent.id] }, expiresInS: 1 });
+    const cmd = await send({
+      type: 'volume',
+      params: { level: 10 },
+      targets: { deviceIds: [silent.id] },
+      expiresInS: 1,
+    });
     // The device applied it but said nothing: the server cannot know, and says so once it expires.
     await waitFor(() => silent.sim.state.volume === 10, 'volume applied');
     expect((await detail(cmd.id)).counts.pending).toBe(1);
@@ -141,7 +182,11 @@ describe('devices obey the API', () => {
     d.sim.disconnect();
     await waitFor(async () => !(await deviceView(d.id)).online, 'offline');
 
-    const play = await send({ type: 'play', params: { source: media(600_000) }, targets: { deviceIds: [d.id] } });
+    const play = await send({
+      type: 'play',
+      params: { source: media(600_000) },
+      targets: { deviceIds: [d.id] },
+    });
     expect(play.sent).toBe(0);
     expect((await detail(play.id)).counts.pending).toBe(1);
 
@@ -155,7 +200,12 @@ describe('devices obey the API', () => {
     const created = await t.createDevice(tree.hamletA.id, 'Cụm loa WebSocket');
     const address = t.app.server.address();
     const port = typeof address === 'object' && address ? address.port : 0;
-    const sim = new SimDevice({ id: created.id, password: created.credentials.password, mqttUrl: `ws://127.0.0.1:${port}/mqtt`, speed: SPEED });
+    const sim = new SimDevice({
+      id: created.id,
+      password: created.credentials.password,
+      mqttUrl: `ws://127.0.0.1:${port}/mqtt`,
+      speed: SPEED,
+    });
     sims.push(sim);
     await sim.connect();
     await waitFor(() => t.app.broker.isReady(created.id), 'ready over websocket');

@@ -18,7 +18,9 @@ describe('devices', () => {
       body: { name: 'Cụm loa thôn Đông', kind: 'cluster', areaId: tree.hamletA.id },
     });
     expect(res.statusCode).toBe(201);
-    const created = res.json<Device & { credentials: { clientId: string; username: string; password: string } }>();
+    const created = res.json<
+      Device & { credentials: { clientId: string; username: string; password: string } }
+    >();
     expect(created).toMatchObject({ name: 'Cụm loa thôn Đông', kind: 'cluster', online: false, state: null });
     expect(created.credentials.clientId).toBe(created.id);
     expect(created.credentials.username).toBe(created.id);
@@ -44,7 +46,9 @@ describe('devices', () => {
     const stations = await t.request('GET', '/api/v1/devices?kind=station', { token: t.adminToken });
     expect(stations.json<{ items: Device[] }>().items.map((d) => d.name)).toEqual(['Đài xã Hải Phú']);
 
-    const inArea = await t.request('GET', `/api/v1/devices?areaId=${tree.communeA.id}&online=false`, { token: t.adminToken });
+    const inArea = await t.request('GET', `/api/v1/devices?areaId=${tree.communeA.id}&online=false`, {
+      token: t.adminToken,
+    });
     expect(inArea.json<{ total: number }>().total).toBe(6);
 
     const online = await t.request('GET', '/api/v1/devices?online=true', { token: t.adminToken });
@@ -58,24 +62,41 @@ describe('devices', () => {
   });
 
   it('validates list filters by name', async () => {
-    const res = await t.request('GET', '/api/v1/devices?online=maybe&limit=0&kind=tower', { token: t.adminToken });
+    const res = await t.request('GET', '/api/v1/devices?online=maybe&limit=0&kind=tower', {
+      token: t.adminToken,
+    });
     expect(res.statusCode).toBe(400);
-    expect(problem(res).errors?.map((e) => e.field).sort()).toEqual(['query.kind', 'query.limit', 'query.online']);
+    expect(
+      problem(res)
+        .errors?.map((e) => e.field)
+        .sort(),
+    ).toEqual(['query.kind', 'query.limit', 'query.online']);
   });
 
   it('validates the body of a new device', async () => {
-    const res = await t.request('POST', '/api/v1/devices', { token: t.adminToken, body: { name: '', kind: 'speaker' } });
+    const res = await t.request('POST', '/api/v1/devices', {
+      token: t.adminToken,
+      body: { name: '', kind: 'speaker' },
+    });
     expect(res.statusCode).toBe(400);
-    expect(problem(res).errors?.map((e) => e.field).sort()).toEqual(['body.areaId', 'body.kind', 'body.name']);
+    expect(
+      problem(res)
+        .errors?.map((e) => e.field)
+        .sort(),
+    ).toEqual(['body.areaId', 'body.kind', 'body.name']);
   });
 
   it('hides devices outside the scope and refuses placing one there', async () => {
     const device = await t.createDevice(tree.hamletB.id);
     const token = await t.createUser('technician', tree.communeA.id);
     expect((await t.request('GET', `/api/v1/devices/${device.id}`, { token })).statusCode).toBe(404);
-    expect((await t.request('PATCH', `/api/v1/devices/${device.id}`, { token, body: { name: 'x' } })).statusCode).toBe(404);
+    expect(
+      (await t.request('PATCH', `/api/v1/devices/${device.id}`, { token, body: { name: 'x' } })).statusCode,
+    ).toBe(404);
     expect((await t.request('DELETE', `/api/v1/devices/${device.id}`, { token })).statusCode).toBe(404);
-    expect((await t.request('POST', `/api/v1/devices/${device.id}/credentials`, { token })).statusCode).toBe(404);
+    expect((await t.request('POST', `/api/v1/devices/${device.id}/credentials`, { token })).statusCode).toBe(
+      404,
+    );
     const create = await t.request('POST', '/api/v1/devices', {
       token,
       body: { name: 'Cụm loa', kind: 'cluster', areaId: tree.hamletB.id },
@@ -92,7 +113,10 @@ describe('devices', () => {
     });
     expect(renamed.json()).toMatchObject({ name: 'Cụm loa chợ Hải Phú', areaId: tree.communeA.id });
 
-    const away = await t.request('PATCH', `/api/v1/devices/${device.id}`, { token, body: { areaId: tree.communeB.id } });
+    const away = await t.request('PATCH', `/api/v1/devices/${device.id}`, {
+      token,
+      body: { areaId: tree.communeB.id },
+    });
     expect(away.statusCode).toBe(403);
 
     const rotated = await t.request('POST', `/api/v1/devices/${device.id}/credentials`, { token });
@@ -112,14 +136,18 @@ describe('devices', () => {
       body: { name: 'x', kind: 'cluster', areaId: tree.hamletA.id },
     });
     expect(create.statusCode).toBe(403);
-    expect((await t.request('POST', `/api/v1/devices/${device.id}/credentials`, { token })).statusCode).toBe(403);
+    expect((await t.request('POST', `/api/v1/devices/${device.id}/credentials`, { token })).statusCode).toBe(
+      403,
+    );
   });
 
   it('audits creation, rotation and deletion', async () => {
     const device = await t.createDevice(tree.hamletA.id);
     await t.request('POST', `/api/v1/devices/${device.id}/credentials`, { token: t.adminToken });
     await t.request('DELETE', `/api/v1/devices/${device.id}`, { token: t.adminToken });
-    const res = await t.request('GET', `/api/v1/audit?targetType=device&targetId=${device.id}`, { token: t.adminToken });
+    const res = await t.request('GET', `/api/v1/audit?targetType=device&targetId=${device.id}`, {
+      token: t.adminToken,
+    });
     expect(res.json<{ items: { action: string }[] }>().items.map((i) => i.action)).toEqual([
       'device.delete',
       'device.credentials_rotated',

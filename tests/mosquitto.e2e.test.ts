@@ -14,7 +14,11 @@ interface Run {
   stderr: string;
 }
 
-function run(command: string, args: string[], options: { onStdout?: (chunk: string) => void; timeoutMs?: number } = {}) {
+function run(
+  command: string,
+  args: string[],
+  options: { onStdout?: (chunk: string) => void; timeoutMs?: number } = {},
+) {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -25,7 +29,9 @@ function run(command: string, args: string[], options: { onStdout?: (chunk: stri
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 10_000);
   const done = new Promise<Run>((resolve, reject) => {
-    child.on('error', (err) => reject(new Error(`${command} could not start (apt-get install mosquitto-clients): ${err.message}`)));
+    child.on('error', (err) =>
+      reject(new Error(`${command} could not start (apt-get install mosquitto-clients): ${err.message}`)),
+    );
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
@@ -47,13 +53,28 @@ describe('third-party MQTT client (mosquitto-clients)', () => {
   });
   afterEach(async () => t.close());
 
-  const auth = () => ['-h', '127.0.0.1', '-p', port, '-V', 'mqttv311', '-u', device.id, '-P', device.credentials.password];
+  const auth = () => [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    port,
+    '-V',
+    'mqttv311',
+    '-u',
+    device.id,
+    '-P',
+    device.credentials.password,
+  ];
 
   it('receives a command with mosquitto_sub and acknowledges it with mosquitto_pub', async () => {
     let received = '';
-    const sub = run('mosquitto_sub', [...auth(), '-i', device.id, '-t', topics.cmd(device.id), '-q', '1', '-C', '1'], {
-      onStdout: (chunk) => (received += chunk),
-    });
+    const sub = run(
+      'mosquitto_sub',
+      [...auth(), '-i', device.id, '-t', topics.cmd(device.id), '-q', '1', '-C', '1'],
+      {
+        onStdout: (chunk) => (received += chunk),
+      },
+    );
     await waitFor(() => t.app.broker.isReady(device.id), 'mosquitto_sub subscribed');
 
     const res = await t.request('POST', '/api/v1/commands', {
@@ -63,44 +84,106 @@ describe('third-party MQTT client (mosquitto-clients)', () => {
     const { id } = res.json<{ id: string }>();
     const result = await sub.done;
     expect(result.code).toBe(0);
-    expect(JSON.parse(received)).toMatchObject({ id, type: 'volume', params: { level: 42 }, priority: 'normal' });
+    expect(JSON.parse(received)).toMatchObject({
+      id,
+      type: 'volume',
+      params: { level: 42 },
+      priority: 'normal',
+    });
 
     const ack = JSON.stringify({ id, status: 'done', at: new Date().toISOString() });
-    const pub = await run('mosquitto_pub', [...auth(), '-i', device.id, '-t', topics.ack(device.id), '-q', '1', '-m', ack]).done;
+    const pub = await run('mosquitto_pub', [
+      ...auth(),
+      '-i',
+      device.id,
+      '-t',
+      topics.ack(device.id),
+      '-q',
+      '1',
+      '-m',
+      ack,
+    ]).done;
     expect(pub.code).toBe(0);
     await waitFor(async () => {
-      const detail = (await t.request('GET', `/api/v1/commands/${id}`, { token: t.adminToken })).json<{ counts: { done: number } }>();
+      const detail = (await t.request('GET', `/api/v1/commands/${id}`, { token: t.adminToken })).json<{
+        counts: { done: number };
+      }>();
       return detail.counts.done === 1;
     }, 'ack recorded');
   });
 
   it('reports state with Vietnamese text intact', async () => {
     const state = JSON.stringify({ firmware: '2.0.1-bản-thử', volume: 55, playing: null });
-    const pub = await run('mosquitto_pub', [...auth(), '-i', device.id, '-t', topics.state(device.id), '-q', '1', '-m', state]).done;
+    const pub = await run('mosquitto_pub', [
+      ...auth(),
+      '-i',
+      device.id,
+      '-t',
+      topics.state(device.id),
+      '-q',
+      '1',
+      '-m',
+      state,
+    ]).done;
     expect(pub.code).toBe(0);
     const stored = await waitFor(async () => {
-      const d = (await t.request('GET', `/api/v1/devices/${device.id}`, { token: t.adminToken })).json<{ state: { firmware: string } | null }>();
+      const d = (await t.request('GET', `/api/v1/devices/${device.id}`, { token: t.adminToken })).json<{
+        state: { firmware: string } | null;
+      }>();
       return d.state;
     }, 'state stored');
     expect(stored.firmware).toBe('2.0.1-bản-thử');
   });
 
   it('is refused at CONNECT with a wrong password', async () => {
-    const args = ['-h', '127.0.0.1', '-p', port, '-V', 'mqttv311', '-i', device.id, '-u', device.id, '-P', 'wrong'];
+    const args = [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      port,
+      '-V',
+      'mqttv311',
+      '-i',
+      device.id,
+      '-u',
+      device.id,
+      '-P',
+      'wrong',
+    ];
     const pub = await run('mosquitto_pub', [...args, '-t', topics.state(device.id), '-m', '{}']).done;
     expect(pub.code).not.toBe(0);
     expect(pub.stderr.toLowerCase()).toMatch(/bad user name or password|not authorised|refused/);
   });
 
   it('is denied a subscription to another device’s commands', async () => {
-    const sub = await run('mosquitto_sub', [...auth(), '-i', device.id, '-t', topics.cmd('dev_someoneelse0000000'), '-q', '1', '-W', '3']).done;
+    const sub = await run('mosquitto_sub', [
+      ...auth(),
+      '-i',
+      device.id,
+      '-t',
+      topics.cmd('dev_someoneelse0000000'),
+      '-q',
+      '1',
+      '-W',
+      '3',
+    ]).done;
     // mosquitto_sub reports the SUBACK failure (0x80) on stderr and gives up.
     expect(sub.stderr).toMatch(/all subscription requests were denied/i);
   });
 
   it('survives malformed payloads sent by a third-party client', async () => {
     for (const payload of ['not json', '{"id":', '[]']) {
-      const pub = await run('mosquitto_pub', [...auth(), '-i', device.id, '-t', topics.ack(device.id), '-q', '1', '-m', payload]).done;
+      const pub = await run('mosquitto_pub', [
+        ...auth(),
+        '-i',
+        device.id,
+        '-t',
+        topics.ack(device.id),
+        '-q',
+        '1',
+        '-m',
+        payload,
+      ]).done;
       expect(pub.code).toBe(0);
     }
     expect((await t.request('GET', '/healthz')).statusCode).toBe(200);

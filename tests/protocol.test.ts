@@ -34,7 +34,12 @@ describe('device protocol v1', () => {
       vendorExtension: true,
       params: {
         sessionId: 'ses_1',
-        source: { kind: 'media', url: 'https://loa.example/a.mp3', sha256: 'a'.repeat(64), durationMs: 30_000 },
+        source: {
+          kind: 'media',
+          url: 'https://loa.example/a.mp3',
+          sha256: 'a'.repeat(64),
+          durationMs: 30_000,
+        },
       },
     });
     expect(result.success).toBe(true);
@@ -69,7 +74,9 @@ describe('device protocol v1', () => {
   });
 
   it('validates telemetry field types', () => {
-    expect(telemetrySchema.safeParse({ at: '2026-06-01T01:00:00Z', uptimeS: 5, rssiDbm: -71 }).success).toBe(true);
+    expect(telemetrySchema.safeParse({ at: '2026-06-01T01:00:00Z', uptimeS: 5, rssiDbm: -71 }).success).toBe(
+      true,
+    );
     expect(telemetrySchema.safeParse({ at: '2026-06-01T01:00:00Z', uptimeS: 'five' }).success).toBe(false);
   });
 });

@@ -24,7 +24,11 @@ async function freePort(): Promise<number> {
 }
 
 function startServer(env: Record<string, string>) {
-  const child = spawn(tsx, ['src/server.ts'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(tsx, ['src/server.ts'], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
@@ -67,14 +71,24 @@ describe('server process', () => {
     const post = async (url: string, body: unknown, token?: string) => {
       const res = await fetch(`${api}${url}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        headers: {
+          'content-type': 'application/json',
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
         body: JSON.stringify(body),
       });
       return res.json() as Promise<Record<string, unknown>>;
     };
-    const { token } = (await post('/api/v1/auth/login', { username: 'admin', password: 'server-test-password' })) as { token: string };
+    const { token } = (await post('/api/v1/auth/login', {
+      username: 'admin',
+      password: 'server-test-password',
+    })) as { token: string };
     const area = await post('/api/v1/areas', { name: 'Xã Triệu Phong', level: 'commune' }, token);
-    const device = (await post('/api/v1/devices', { name: 'Cụm loa chợ', kind: 'cluster', areaId: area.id }, token)) as {
+    const device = (await post(
+      '/api/v1/devices',
+      { name: 'Cụm loa chợ', kind: 'cluster', areaId: area.id },
+      token,
+    )) as {
       id: string;
       credentials: { clientId: string; username: string; password: string };
     };
@@ -91,7 +105,9 @@ describe('server process', () => {
     const db = new Database(path.join(dataDir, 'loa.sqlite'), { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
     expect(db.prepare('SELECT name FROM areas').all()).toEqual([{ name: 'Xã Triệu Phong' }]);
-    expect(db.prepare('SELECT name, online FROM devices').all()).toEqual([{ name: 'Cụm loa chợ', online: 0 }]);
+    expect(db.prepare('SELECT name, online FROM devices').all()).toEqual([
+      { name: 'Cụm loa chợ', online: 0 },
+    ]);
     db.close();
   });
 });

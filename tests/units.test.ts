@@ -47,7 +47,10 @@ describe('LoginThrottle', () => {
 describe('BatchWriter', () => {
   it('applies everything pushed in one tick as one batch, in order', async () => {
     const batches: number[][] = [];
-    const writer = new BatchWriter<number>((items) => batches.push([...items]), () => undefined);
+    const writer = new BatchWriter<number>(
+      (items) => batches.push([...items]),
+      () => undefined,
+    );
     for (let i = 0; i < 5; i++) writer.push(i);
     expect(batches).toEqual([]);
     await new Promise((resolve) => setImmediate(resolve));

@@ -13,3 +13,32 @@ export const systemClock: Clock = {
   setInterval: (fn, ms) => setInterval(fn, ms),
   clearInterval: (handle) => clearInterval(handle as NodeJS.Timeout),
 };
+
+/**
+ * Named periodic jobs on a clock. A job that throws is logged and runs again next time: a failed prune
+ * must not take the broker down.
+ */
+export class PeriodicJobs {
+  private readonly handles: unknown[] = [];
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly log: { error(obj: object, msg: string): void },
+  ) {}
+
+  every(name: string, ms: number, job: () => unknown): void {
+    this.handles.push(
+      this.clock.setInterval(() => {
+        try {
+          job();
+        } catch (err) {
+          this.log.error({ err, job: name }, 'periodic job failed');
+        }
+      }, ms),
+    );
+  }
+
+  stop(): void {
+    for (const handle of this.handles.splice(0)) this.clock.clearInterval(handle);
+  }
+}

@@ -54,7 +54,12 @@ export default fp<AuthOptions>(
       }
       const token = bearerToken(request);
       if (!token) {
-        next(new AppError('unauthenticated', 'Send "Authorization: Bearer <token>"; get a token from POST /api/v1/auth/login'));
+        next(
+          new AppError(
+            'unauthenticated',
+            'Send "Authorization: Bearer <token>"; get a token from POST /api/v1/auth/login',
+          ),
+        );
         return;
       }
       const actor = options.authenticate(token);

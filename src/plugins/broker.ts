@@ -13,11 +13,15 @@ import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { FastifyBaseLogger } from 'fastify';
 import { DEVICE_PUBLISH_CHANNELS, parseDeviceTopic, topics, type DeviceChannel } from '../protocol/index.js';
 
-/** Why a device went offline. */
-export type OfflineCause = 'disconnect' | 'keepalive' | 'kicked';
+/** Why a device came online: a fresh connection, or a new connection replacing a live one. */
+export type OnlineCause = 'connect' | 'takeover';
+/** Why a device's connection ended. */
+export type OfflineCause = 'disconnect' | 'keepalive' | KickCause | 'server_restart';
+/** Why the server closed a device's connection itself. */
+export type KickCause = 'credentials_rotated' | 'deleted';
 
 export interface BrokerEvents {
-  online: [deviceId: string];
+  online: [deviceId: string, cause: OnlineCause];
   offline: [deviceId: string, cause: OfflineCause];
   /** The device has subscribed to its cmd topic: from now on commands published to it arrive. */
   ready: [deviceId: string];
@@ -52,9 +56,16 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
    * which must not mark the device offline.
    */
   private readonly connections = new Map<string, Client>();
+  /**
+   * Connections that passed authentication but are not registered yet. When one of them takes over a
+   * live connection, Aedes first reports the old one disconnected: that is a take-over, not an outage.
+   */
+  private readonly incoming = new Map<string, Client>();
+  private readonly takingOver = new Set<string>();
   private readonly subscribed = new WeakSet<Client>();
   private readonly keepaliveExpired = new WeakSet<Client>();
-  private readonly kicked = new WeakSet<Client>();
+  private readonly kicked = new WeakMap<Client, KickCause>();
+  private closing = false;
   private tcp: net.Server | undefined;
   private connectWindowStart = 0;
   private connectsInWindow = 0;
@@ -118,6 +129,7 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
         callback(refuse(CONNACK_BAD_USERNAME_OR_PASSWORD, 'bad device credentials'), false);
         return;
       }
+      this.incoming.set(client.id, client);
       callback(null, true);
     };
 
@@ -146,9 +158,10 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
     };
 
     aedes.on('client', (client) => {
+      if (this.incoming.get(client.id) === client) this.incoming.delete(client.id);
       this.connections.set(client.id, client);
-      log.info({ deviceId: client.id }, 'device online');
-      this.emit('online', client.id);
+      const cause: OnlineCause = this.takingOver.delete(client.id) ? 'takeover' : 'connect';
+      this.emit('online', client.id, cause);
     });
 
     aedes.on('keepaliveTimeout', (client) => {
@@ -156,17 +169,17 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
     });
 
     aedes.on('clientDisconnect', (client) => {
-      if (this.connections.get(client.id) !== client) {
-        log.info({ deviceId: client.id }, 'old connection replaced by a new one');
+      if (this.connections.get(client.id) !== client) return;
+      this.connections.delete(client.id);
+      const successor = this.incoming.get(client.id);
+      if (successor && successor !== client && !successor.closed) {
+        // [MQTT-3.1.4-2] the same device connected again; the new connection is about to register.
+        this.takingOver.add(client.id);
         return;
       }
-      this.connections.delete(client.id);
-      const cause: OfflineCause = this.kicked.has(client)
-        ? 'kicked'
-        : this.keepaliveExpired.has(client)
-          ? 'keepalive'
-          : 'disconnect';
-      log.info({ deviceId: client.id, cause }, 'device offline');
+      const cause: OfflineCause = this.closing
+        ? 'server_restart'
+        : (this.kicked.get(client) ?? (this.keepaliveExpired.has(client) ? 'keepalive' : 'disconnect'));
       this.emit('offline', client.id, cause);
     });
 
@@ -189,10 +202,21 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
 
     aedes.on('clientError', (client, err) => {
       log.debug({ deviceId: client.id, err: err.message }, 'mqtt client error');
+      this.forgetIncoming(client);
     });
-    aedes.on('connectionError', (_client, err) => {
+    aedes.on('connectionError', (client, err) => {
       log.debug({ err: err.message }, 'mqtt connection refused');
+      this.forgetIncoming(client);
     });
+  }
+
+  /** A connection that died between authentication and registration; if it was taking over, the device is gone. */
+  private forgetIncoming(client: Client): void {
+    if (this.incoming.get(client.id) !== client) return;
+    this.incoming.delete(client.id);
+    if (this.takingOver.delete(client.id) && !this.connections.has(client.id)) {
+      this.emit('offline', client.id, 'disconnect');
+    }
   }
 
   async listen(): Promise<number> {
@@ -249,19 +273,18 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
   }
 
   /** Closes a device's connection (credentials rotated, device deleted). */
-  disconnect(deviceId: string): void {
+  disconnect(deviceId: string, cause: KickCause): void {
     const client = this.connections.get(deviceId);
     if (!client) return;
-    this.kicked.add(client);
+    this.kicked.set(client, cause);
     client.close();
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     // Stop accepting first, then close every client, so no device slips in during shutdown.
     const tcp = this.tcp;
-    const tcpClosed = tcp
-      ? new Promise<void>((resolve) => tcp.close(() => resolve()))
-      : Promise.resolve();
+    const tcpClosed = tcp ? new Promise<void>((resolve) => tcp.close(() => resolve())) : Promise.resolve();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await tcpClosed;
   }

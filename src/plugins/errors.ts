@@ -57,11 +57,19 @@ export default fp(
         return sendProblem(reply, request, appError);
       }
       request.log.error({ err: error }, 'unhandled error');
-      return sendProblem(reply, request, new AppError('internal', 'An unexpected error occurred. It has been logged.'));
+      return sendProblem(
+        reply,
+        request,
+        new AppError('internal', 'An unexpected error occurred. It has been logged.'),
+      );
     });
 
     app.setNotFoundHandler((request, reply) =>
-      sendProblem(reply, request, new AppError('not_found', `No route ${request.method} ${request.url.split('?')[0]}`)),
+      sendProblem(
+        reply,
+        request,
+        new AppError('not_found', `No route ${request.method} ${request.url.split('?')[0]}`),
+      ),
     );
     done();
   },

@@ -158,7 +158,8 @@ export function decodePayload<T>(
 ): { ok: true; value: T } | { ok: false; error: string } {
   let json: unknown;
   try {
-    const text = typeof payload === 'string' ? payload : new TextDecoder('utf-8', { fatal: true }).decode(payload);
+    const text =
+      typeof payload === 'string' ? payload : new TextDecoder('utf-8', { fatal: true }).decode(payload);
     json = JSON.parse(text);
   } catch (err) {
     return { ok: false, error: `not UTF-8 JSON: ${(err as Error).message}` };

@@ -25,7 +25,10 @@ export interface TestApp {
     options?: { token?: string; body?: unknown },
   ): Promise<LightMyRequestResponse>;
   login(username: string, password: string): Promise<string>;
-  createArea(body: { name: string; level: string; parentId?: string }, token?: string): Promise<{ id: string }>;
+  createArea(
+    body: { name: string; level: string; parentId?: string },
+    token?: string,
+  ): Promise<{ id: string }>;
   /** Creates a user with the role in the area and returns their token. */
   createUser(role: string, areaId: string | undefined, username?: string): Promise<string>;
   createDevice(
@@ -66,7 +69,8 @@ export async function createTestApp(
     });
 
   const expectStatus = (res: LightMyRequestResponse, status: number, what: string) => {
-    if (res.statusCode !== status) throw new Error(`${what}: expected ${status}, got ${res.statusCode} ${res.body}`);
+    if (res.statusCode !== status)
+      throw new Error(`${what}: expected ${status}, got ${res.statusCode} ${res.body}`);
     return res.json<Record<string, unknown>>();
   };
 
@@ -84,7 +88,9 @@ export async function createTestApp(
     request,
     login,
     async createArea(body, token = adminToken) {
-      return expectStatus(await request('POST', '/api/v1/areas', { token, body }), 201, 'create area') as { id: string };
+      return expectStatus(await request('POST', '/api/v1/areas', { token, body }), 201, 'create area') as {
+        id: string;
+      };
     },
     async createUser(role, areaId, username = `user${++userCounter}`) {
       const res = await request('POST', '/api/v1/users', {
@@ -95,7 +101,10 @@ export async function createTestApp(
       return login(username, USER_PASSWORD);
     },
     async createDevice(areaId, name = 'Cụm loa thôn Đông', kind = 'cluster') {
-      const res = await request('POST', '/api/v1/devices', { token: adminToken, body: { name, kind, areaId } });
+      const res = await request('POST', '/api/v1/devices', {
+        token: adminToken,
+        body: { name, kind, areaId },
+      });
       return expectStatus(res, 201, 'create device') as never;
     },
     query(sql) {
@@ -126,7 +135,14 @@ export async function createAreaTree(t: TestApp) {
 
 /** Asserts the RFC 9457 shape and returns the parsed problem. */
 export function problem(res: LightMyRequestResponse) {
-  const body = res.json<{ type: string; title: string; status: number; code: string; detail?: string; errors?: { field: string; message: string }[] }>();
+  const body = res.json<{
+    type: string;
+    title: string;
+    status: number;
+    code: string;
+    detail?: string;
+    errors?: { field: string; message: string }[];
+  }>();
   if (!res.headers['content-type']?.toString().startsWith('application/problem+json')) {
     throw new Error(`not problem+json: ${String(res.headers['content-type'])}`);
   }

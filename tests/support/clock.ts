@@ -33,7 +33,10 @@ export class ManualClock implements Clock {
     const target = this.current + ms;
     const due = [...this.intervals.values()]
       .filter((i) => i.next <= target)
-      .map((timer) => ({ timer, last: timer.next + Math.floor((target - timer.next) / timer.every) * timer.every }))
+      .map((timer) => ({
+        timer,
+        last: timer.next + Math.floor((target - timer.next) / timer.every) * timer.every,
+      }))
       .sort((a, b) => a.last - b.last);
     for (const { timer, last } of due) {
       this.current = last;

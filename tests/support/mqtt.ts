@@ -6,7 +6,13 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
  */
 export function connectRaw(url: string, options: IClientOptions): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
-    const client = mqtt.connect(url, { protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 5_000, ...options });
+    const client = mqtt.connect(url, {
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: 5_000,
+      ...options,
+    });
     client.once('connect', () => resolve(client));
     client.once('error', (err) => {
       client.end(true);
@@ -15,7 +21,11 @@ export function connectRaw(url: string, options: IClientOptions): Promise<MqttCl
   });
 }
 
-export function connectDevice(url: string, credentials: { clientId: string; username: string; password: string }, extra: IClientOptions = {}) {
+export function connectDevice(
+  url: string,
+  credentials: { clientId: string; username: string; password: string },
+  extra: IClientOptions = {},
+) {
   return connectRaw(url, { ...credentials, ...extra });
 }
 

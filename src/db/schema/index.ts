@@ -3,3 +3,4 @@ export * from './users.js';
 export * from './devices.js';
 export * from './commands.js';
 export * from './audit.js';
+export * from './health.js';

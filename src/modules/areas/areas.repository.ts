@@ -16,11 +16,11 @@ export class AreasRepository {
 
   findMany(ids: readonly string[]): AreaRow[] {
     if (ids.length === 0) return [];
-    return this.db
-      .select()
-      .from(areas)
-      .where(inArray(areas.id, ids))
-      .all();
+    return this.db.select().from(areas).where(inArray(areas.id, ids)).all();
+  }
+
+  children(id: string): AreaRow[] {
+    return this.db.select().from(areas).where(eq(areas.parentId, id)).all();
   }
 
   /** Every area whose path starts with `pathPrefix` (the whole table when null). */

@@ -1,7 +1,13 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { toAreaView } from './areas.service.js';
-import { areaListSchema, areaParamsSchema, areaSchema, createAreaSchema, updateAreaSchema } from './areas.schemas.js';
+import {
+  areaListSchema,
+  areaParamsSchema,
+  areaSchema,
+  createAreaSchema,
+  updateAreaSchema,
+} from './areas.schemas.js';
 
 const MANAGERS = ['admin', 'district_operator'] as const;
 
@@ -36,7 +42,14 @@ const routes: FastifyPluginAsyncZod = async (app) => {
 
   app.get(
     '/areas/:id',
-    { schema: { tags: ['areas'], summary: 'One area', params: areaParamsSchema, response: { 200: areaSchema } } },
+    {
+      schema: {
+        tags: ['areas'],
+        summary: 'One area',
+        params: areaParamsSchema,
+        response: { 200: areaSchema },
+      },
+    },
     async (request) => toAreaView(areas.getVisible(request.actor, request.params.id)),
   );
 

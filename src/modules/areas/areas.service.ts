@@ -75,6 +75,11 @@ export class AreasService {
     return row;
   }
 
+  /** Direct sub-areas, for callers that already checked the parent is visible. */
+  childrenOf(id: string): AreaRow[] {
+    return this.repo.children(id);
+  }
+
   list(actor: Actor): AreaView[] {
     return depthFirst(this.repo.listSubtree(actor.areaPath)).map(toAreaView);
   }
@@ -103,7 +108,12 @@ export class AreasService {
       updatedAt: now,
     };
     this.repo.insert(row);
-    this.audit.record(actor, 'area.create', { type: 'area', id }, { name: row.name, level: row.level, parentId: row.parentId });
+    this.audit.record(
+      actor,
+      'area.create',
+      { type: 'area', id },
+      { name: row.name, level: row.level, parentId: row.parentId },
+    );
     return toAreaView(row);
   }
 
@@ -125,12 +135,19 @@ export class AreasService {
       }
     }
     if (parent && rank(level) <= rank(parent.level)) {
-      throw invalid(input.level ? 'level' : 'parentId', `a ${level} cannot be placed under a ${parent.level}`);
+      throw invalid(
+        input.level ? 'level' : 'parentId',
+        `a ${level} cannot be placed under a ${parent.level}`,
+      );
     }
     if (input.level) {
       const children = this.repo.listSubtree(area.path).filter((r) => r.parentId === area.id);
       const clash = children.find((c) => rank(c.level) <= rank(level));
-      if (clash) throw invalid('level', `sub-area "${clash.name}" is a ${clash.level}, which cannot sit under a ${level}`);
+      if (clash)
+        throw invalid(
+          'level',
+          `sub-area "${clash.name}" is a ${clash.level}, which cannot sit under a ${level}`,
+        );
     }
 
     if (input.name !== undefined || input.level !== undefined) {

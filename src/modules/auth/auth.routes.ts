@@ -21,7 +21,13 @@ const routes: FastifyPluginAsyncZod = async (app) => {
 
   app.post(
     '/auth/logout',
-    { schema: { tags: ['auth'], summary: 'Revoke the token used for this request', response: { 204: z.undefined() } } },
+    {
+      schema: {
+        tags: ['auth'],
+        summary: 'Revoke the token used for this request',
+        response: { 204: z.undefined() },
+      },
+    },
     async (request, reply) => {
       app.services.auth.logout(request.actor, bearerToken(request) ?? '');
       return reply.status(204).send();

@@ -25,14 +25,21 @@ export class AuthService {
   async login(username: string, password: string, address: string) {
     const retryAfterS = this.throttle.retryAfterS(username, address);
     if (retryAfterS > 0) {
-      throw new AppError('too_many_requests', `Too many failed logins; try again in ${retryAfterS} s`, { retryAfterS });
+      throw new AppError('too_many_requests', `Too many failed logins; try again in ${retryAfterS} s`, {
+        retryAfterS,
+      });
     }
     const user = this.users.findByUsername(username);
     // Same work and same answer whether or not the user exists: nothing tells an attacker which.
     const ok = await verifyPassword(password, user?.passwordHash ?? (await dummyPasswordHash()));
     if (!user || !ok) {
       this.throttle.fail(username, address);
-      this.audit.record(null, 'auth.login_failed', { type: 'user', id: user?.id ?? null }, { username, address });
+      this.audit.record(
+        null,
+        'auth.login_failed',
+        { type: 'user', id: user?.id ?? null },
+        { username, address },
+      );
       throw new AppError('invalid_credentials');
     }
     this.throttle.succeed(username);

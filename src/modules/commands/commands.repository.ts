@@ -118,7 +118,12 @@ export class CommandsRepository {
         status: sql`CASE WHEN ${commandDeliveries.sentAt} IS NULL THEN 'offline' ELSE 'expired' END`,
         updatedAt: now,
       })
-      .where(and(inArray(commandDeliveries.status, ['pending', 'received']), lte(commandDeliveries.expiresAt, now)))
+      .where(
+        and(
+          inArray(commandDeliveries.status, ['pending', 'received']),
+          lte(commandDeliveries.expiresAt, now),
+        ),
+      )
       .run().changes;
   }
 

@@ -111,17 +111,29 @@ export class CommandsService {
       row,
       targetIds.map((deviceId) => ({ deviceId, sentAt: readySet.has(deviceId) ? now : null })),
       () =>
-        this.audit.record(actor, 'command.create', { type: 'command', id: row.id }, {
-          type: row.type,
-          priority: row.priority,
-          params,
-          targets: input.targets,
-          targetCount: targetIds.length,
-        }),
+        this.audit.record(
+          actor,
+          'command.create',
+          { type: 'command', id: row.id },
+          {
+            type: row.type,
+            priority: row.priority,
+            params,
+            targets: input.targets,
+            targetCount: targetIds.length,
+          },
+        ),
     );
     const sent = this.publisher.publishCommand(ready, Buffer.from(JSON.stringify(toWire(row))));
     this.log.info(
-      { commandId: row.id, type: row.type, priority: row.priority, targets: targetIds.length, sent: sent.length, by: actor.username },
+      {
+        commandId: row.id,
+        type: row.type,
+        priority: row.priority,
+        targets: targetIds.length,
+        sent: sent.length,
+        by: actor.username,
+      },
       'command sent',
     );
     return { id: row.id, targets: targetIds.length, sent: sent.length, expiresAt: expiresAt.toISOString() };
@@ -136,7 +148,8 @@ export class CommandsService {
       const device = found.get(deviceId);
       const field = `targets.deviceIds.${i}`;
       if (!device) throw new AppError('not_found', `${field}: device ${deviceId} not found`);
-      if (!inScope(actor, device.areaPath)) throw forbidden(`${field}: device ${deviceId} is outside your area`);
+      if (!inScope(actor, device.areaPath))
+        throw forbidden(`${field}: device ${deviceId} is outside your area`);
       ids.add(deviceId);
     });
     const areaPaths = (targets.areaIds ?? []).map(
@@ -195,7 +208,9 @@ export class CommandsService {
     if (!found) throw notFound('Command');
     const { command, username } = found;
     const visible =
-      actor.areaPath === null || command.createdBy === actor.id || this.repo.touchesSubtree(id, actor.areaPath);
+      actor.areaPath === null ||
+      command.createdBy === actor.id ||
+      this.repo.touchesSubtree(id, actor.areaPath);
     if (!visible) throw notFound('Command');
 
     // A commune user looking at a district-wide command sees only their own devices.

@@ -1,22 +1,11 @@
-import { and, asc, count, eq, inArray, sql, type SQL } from 'drizzle-orm';
+import { and, asc, count, desc, eq, inArray, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
-import { areas, devices, type DeviceKind, type DeviceRow } from '../../db/schema/index.js';
+import { areas, devices, type DeviceKind, type DeviceRow, type HealthLevel } from '../../db/schema/index.js';
 import { likePrefix } from '../../lib/scope.js';
-import type { DeviceState } from '../../protocol/index.js';
 
 export type DeviceWithPath = DeviceRow & { areaPath: string };
 
-export interface PresenceChange {
-  deviceId: string;
-  online: boolean;
-  at: Date;
-}
-
-export interface StateReport {
-  deviceId: string;
-  state: DeviceState;
-  at: Date;
-}
+export type DeviceSort = 'name' | 'lastSeenAt' | '-lastSeenAt';
 
 const inSubtree = (pathPrefix: string) => sql`${areas.path} LIKE ${likePrefix(pathPrefix)} ESCAPE '\\'`;
 
@@ -52,8 +41,13 @@ export class DevicesRepository {
 
   list(filter: {
     pathPrefix: string | null;
-    kind?: DeviceKind;
-    online?: boolean;
+    kind?: DeviceKind | undefined;
+    online?: boolean | undefined;
+    health?: HealthLevel | undefined;
+    firmware?: string | undefined;
+    /** Only devices not heard from since this instant (never heard from included). */
+    silentSince?: Date | undefined;
+    sort: DeviceSort;
     limit: number;
     offset: number;
   }): { rows: DeviceRow[]; total: number } {
@@ -61,13 +55,23 @@ export class DevicesRepository {
     if (filter.pathPrefix !== null) where.push(inSubtree(filter.pathPrefix));
     if (filter.kind) where.push(eq(devices.kind, filter.kind));
     if (filter.online !== undefined) where.push(eq(devices.online, filter.online));
+    if (filter.health) where.push(eq(devices.health, filter.health));
+    if (filter.firmware) where.push(eq(devices.firmware, filter.firmware));
+    if (filter.silentSince)
+      where.push(or(isNull(devices.lastSeenAt), lt(devices.lastSeenAt, filter.silentSince))!);
     const condition = and(...where);
+    // Never-seen devices sort as the longest silent.
+    const order = {
+      name: [asc(devices.sortName), asc(devices.id)],
+      lastSeenAt: [sql`${devices.lastSeenAt} IS NOT NULL`, asc(devices.lastSeenAt), asc(devices.id)],
+      '-lastSeenAt': [desc(devices.lastSeenAt), asc(devices.id)],
+    }[filter.sort];
     const rows = this.db
       .select({ device: devices })
       .from(devices)
       .innerJoin(areas, eq(devices.areaId, areas.id))
       .where(condition)
-      .orderBy(asc(devices.sortName), asc(devices.id))
+      .orderBy(...order)
       .limit(filter.limit)
       .offset(filter.offset)
       .all()
@@ -114,43 +118,5 @@ export class DevicesRepository {
 
   delete(id: string): void {
     this.db.delete(devices).where(eq(devices.id, id)).run();
-  }
-
-  /** Nothing survives a restart of the embedded broker: every device starts offline. */
-  markAllOffline(): void {
-    this.db.update(devices).set({ online: false }).where(eq(devices.online, true)).run();
-  }
-
-  applyPresence(changes: readonly PresenceChange[]): void {
-    this.db.transaction((tx) => {
-      for (const c of changes) {
-        tx.update(devices).set({ online: c.online, lastSeenAt: c.at }).where(eq(devices.id, c.deviceId)).run();
-      }
-    });
-  }
-
-  applyStates(reports: readonly StateReport[]): void {
-    this.db.transaction((tx) => {
-      for (const r of reports) {
-        tx.update(devices)
-          .set({
-            firmware: r.state.firmware,
-            volume: r.state.volume,
-            playing: r.state.playing,
-            stateAt: r.at,
-            lastSeenAt: r.at,
-          })
-          .where(eq(devices.id, r.deviceId))
-          .run();
-      }
-    });
-  }
-
-  touch(seen: ReadonlyMap<string, Date>): void {
-    this.db.transaction((tx) => {
-      for (const [deviceId, at] of seen) {
-        tx.update(devices).set({ lastSeenAt: at }).where(eq(devices.id, deviceId)).run();
-      }
-    });
   }
 }

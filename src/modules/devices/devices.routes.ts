@@ -21,7 +21,8 @@ const routes: FastifyPluginAsyncZod = async (app) => {
     {
       schema: {
         tags: ['devices'],
-        summary: 'Register a station or loudspeaker cluster; the answer holds its MQTT credentials (shown once)',
+        summary:
+          'Register a station or loudspeaker cluster; the answer holds its MQTT credentials (shown once)',
         body: createDeviceSchema,
         response: { 201: deviceWithCredentialsSchema },
       },

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DEVICE_KINDS } from '../../db/schema/index.js';
+import { DEVICE_KINDS, HEALTH_LEVELS } from '../../db/schema/index.js';
 import { playingSchema } from '../../protocol/index.js';
 
 export const deviceKindSchema = z.enum(DEVICE_KINDS);
@@ -20,10 +20,24 @@ export const deviceParamsSchema = z.object({ id });
 
 const booleanQuery = z.enum(['true', 'false']).transform((v) => v === 'true');
 
+export const healthLevelSchema = z.enum(HEALTH_LEVELS);
+
 export const listDevicesQuerySchema = z.object({
   areaId: id.optional().describe('Only devices in this area and its sub-areas'),
   kind: deviceKindSchema.optional(),
   online: booleanQuery.optional(),
+  health: healthLevelSchema.optional(),
+  firmware: z.string().min(1).max(64).optional().describe('Exact firmware version'),
+  silentForS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .optional()
+    .describe('Not heard from for at least this many seconds'),
+  sort: z
+    .enum(['name', 'lastSeenAt', '-lastSeenAt'])
+    .default('name')
+    .describe('lastSeenAt: longest silent first'),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   offset: z.coerce.number().int().min(0).default(0),
 });
@@ -41,7 +55,10 @@ export const deviceSchema = z.object({
   kind: deviceKindSchema,
   areaId: z.string(),
   online: z.boolean(),
+  onlineSince: z.string().nullable().describe('When the device last came online or went offline'),
   lastSeenAt: z.string().nullable(),
+  health: healthLevelSchema,
+  healthReasons: z.array(z.string()),
   state: deviceStateSchema.nullable().describe('The latest state the device reported'),
   createdAt: z.string(),
   updatedAt: z.string(),

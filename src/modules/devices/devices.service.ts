@@ -1,6 +1,4 @@
-import type { FastifyBaseLogger } from 'fastify';
 import type { DeviceRow } from '../../db/schema/index.js';
-import { BatchWriter } from '../../db/batch-writer.js';
 import { notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import { hashSecret, secretMatches } from '../../lib/crypto.js';
@@ -10,7 +8,8 @@ import { inScope, type Actor } from '../../lib/scope.js';
 import type { DeviceState } from '../../protocol/index.js';
 import type { AreasService } from '../areas/areas.service.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { DevicesRepository, DeviceWithPath, PresenceChange, StateReport } from './devices.repository.js';
+import type { KickCause } from '../../plugins/broker.js';
+import type { DevicesRepository, DeviceWithPath } from './devices.repository.js';
 import type {
   CreateDeviceInput,
   Credentials,
@@ -21,7 +20,7 @@ import type {
 
 /** What the devices service needs from the broker. */
 export interface DeviceConnections {
-  disconnect(deviceId: string): void;
+  disconnect(deviceId: string, cause: KickCause): void;
 }
 
 export function toDeviceView(row: DeviceRow): DeviceView {
@@ -31,7 +30,10 @@ export function toDeviceView(row: DeviceRow): DeviceView {
     kind: row.kind,
     areaId: row.areaId,
     online: row.online,
+    onlineSince: row.onlineSince?.toISOString() ?? null,
     lastSeenAt: row.lastSeenAt?.toISOString() ?? null,
+    health: row.health,
+    healthReasons: row.healthReasons,
     state: row.stateAt
       ? {
           firmware: row.firmware,
@@ -45,30 +47,20 @@ export function toDeviceView(row: DeviceRow): DeviceView {
   };
 }
 
-const credentialsFor = (id: string, secret: string): Credentials => ({ clientId: id, username: id, password: secret });
+const credentialsFor = (id: string, secret: string): Credentials => ({
+  clientId: id,
+  username: id,
+  password: secret,
+});
 
 export class DevicesService {
-  private readonly presenceWriter: BatchWriter<PresenceChange>;
-  private readonly stateWriter: BatchWriter<StateReport>;
-  private readonly seenWriter: BatchWriter<{ deviceId: string; at: Date }>;
-
   constructor(
     private readonly repo: DevicesRepository,
     private readonly areas: AreasService,
     private readonly audit: AuditService,
     private readonly connections: DeviceConnections,
     private readonly clock: Clock,
-    log: FastifyBaseLogger,
-  ) {
-    const onError = (what: string) => (err: unknown, items: readonly unknown[]) =>
-      log.error({ err, count: items.length }, `failed to store ${what}`);
-    this.presenceWriter = new BatchWriter<PresenceChange>((items) => repo.applyPresence(items), onError('presence'));
-    this.stateWriter = new BatchWriter<StateReport>((items) => repo.applyStates(items), onError('device states'));
-    // Only the latest sighting per device matters.
-    this.seenWriter = new BatchWriter<{ deviceId: string; at: Date }>((items) => {
-      repo.touch(new Map(items.map((i) => [i.deviceId, i.at])));
-    }, onError('last-seen times'));
-  }
+  ) {}
 
   create(actor: Actor, input: CreateDeviceInput): DeviceView & { credentials: Credentials } {
     this.areas.requireActionable(actor, input.areaId, 'areaId');
@@ -85,7 +77,12 @@ export class DevicesService {
       createdAt: now,
       updatedAt: now,
     });
-    this.audit.record(actor, 'device.create', { type: 'device', id }, { name: input.name, kind: input.kind, areaId: input.areaId });
+    this.audit.record(
+      actor,
+      'device.create',
+      { type: 'device', id },
+      { name: input.name, kind: input.kind, areaId: input.areaId },
+    );
     return { ...toDeviceView(this.repo.findById(id)!), credentials: credentialsFor(id, secret) };
   }
 
@@ -95,6 +92,12 @@ export class DevicesService {
       pathPrefix,
       kind: query.kind,
       online: query.online,
+      health: query.health,
+      firmware: query.firmware,
+      silentSince: query.silentForS
+        ? new Date(this.clock.now().getTime() - query.silentForS * 1000)
+        : undefined,
+      sort: query.sort,
       limit: query.limit,
       offset: query.offset,
     });
@@ -127,7 +130,7 @@ export class DevicesService {
   delete(actor: Actor, id: string): void {
     const device = this.getVisible(actor, id);
     this.repo.delete(id);
-    this.connections.disconnect(id);
+    this.connections.disconnect(id, 'deleted');
     this.audit.record(actor, 'device.delete', { type: 'device', id }, { name: device.name });
   }
 
@@ -136,7 +139,7 @@ export class DevicesService {
     this.getVisible(actor, id);
     const secret = newSecret();
     this.repo.update(id, { secretHash: hashSecret(secret), updatedAt: this.clock.now() });
-    this.connections.disconnect(id);
+    this.connections.disconnect(id, 'credentials_rotated');
     this.audit.record(actor, 'device.credentials_rotated', { type: 'device', id });
     return credentialsFor(id, secret);
   }
@@ -145,29 +148,5 @@ export class DevicesService {
   authenticate(deviceId: string, secret: string): boolean {
     const stored = this.repo.secretHash(deviceId);
     return stored !== undefined && secretMatches(secret, stored);
-  }
-
-  // ---- what devices report (called from the broker's events) ----
-
-  markAllOffline(): void {
-    this.repo.markAllOffline();
-  }
-
-  recordPresence(deviceId: string, online: boolean): void {
-    this.presenceWriter.push({ deviceId, online, at: this.clock.now() });
-  }
-
-  recordState(deviceId: string, state: DeviceState): void {
-    this.stateWriter.push({ deviceId, state, at: this.clock.now() });
-  }
-
-  recordSeen(deviceId: string): void {
-    this.seenWriter.push({ deviceId, at: this.clock.now() });
-  }
-
-  flush(): void {
-    this.presenceWriter.flush();
-    this.stateWriter.flush();
-    this.seenWriter.flush();
   }
 }

@@ -1,20 +1,65 @@
-import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import {
+  areaSummarySchema,
+  deviceHealthSchema,
+  healthParamsSchema,
+  telemetryQuerySchema,
+  telemetrySeriesSchema,
+} from './health.schemas.js';
 
-/** Liveness for load balancers and the Docker HEALTHCHECK; the one endpoint without authentication. */
+/** Health is for the people who keep the equipment alive. */
+const TECHNICIANS = ['admin', 'technician'] as const;
+
 const routes: FastifyPluginAsyncZod = async (app) => {
+  const { devices, health, areas } = app.services;
+
   app.get(
-    '/healthz',
+    '/devices/:id/health',
     {
-      config: { public: true },
       schema: {
         tags: ['health'],
-        summary: 'Liveness probe (no authentication)',
-        security: [],
-        response: { 200: z.object({ status: z.literal('ok') }) },
+        summary:
+          'Presence, derived health with its reasons, latest telemetry and recent transitions of a device',
+        params: healthParamsSchema,
+        response: { 200: deviceHealthSchema },
       },
+      preHandler: app.requireRole(...TECHNICIANS),
     },
-    async () => ({ status: 'ok' as const }),
+    async (request) => health.deviceHealth(devices.getVisible(request.actor, request.params.id)),
+  );
+
+  app.get(
+    '/devices/:id/telemetry',
+    {
+      schema: {
+        tags: ['health'],
+        summary: 'Telemetry history of a device; long ranges are averaged into at most 500 points',
+        params: healthParamsSchema,
+        querystring: telemetryQuerySchema,
+        response: { 200: telemetrySeriesSchema },
+      },
+      preHandler: app.requireRole(...TECHNICIANS),
+    },
+    async (request) =>
+      health.telemetryHistory(devices.getVisible(request.actor, request.params.id).id, request.query),
+  );
+
+  app.get(
+    '/areas/:id/summary',
+    {
+      schema: {
+        tags: ['health'],
+        summary:
+          'Device counts for an area and each of its sub-areas: online, playing, ok / degraded / fault',
+        params: healthParamsSchema,
+        response: { 200: areaSummarySchema },
+      },
+      preHandler: app.requireRole(...TECHNICIANS),
+    },
+    async (request) => {
+      const area = areas.getVisible(request.actor, request.params.id);
+      return health.summary(area, areas.childrenOf(area.id));
+    },
   );
 };
 

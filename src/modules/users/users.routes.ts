@@ -5,10 +5,16 @@ const routes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/users',
     {
-      schema: { tags: ['users'], summary: 'Create a user (admin)', body: createUserSchema, response: { 201: userSchema } },
+      schema: {
+        tags: ['users'],
+        summary: 'Create a user (admin)',
+        body: createUserSchema,
+        response: { 201: userSchema },
+      },
       preHandler: app.requireRole('admin'),
     },
-    async (request, reply) => reply.status(201).send(await app.services.users.create(request.actor, request.body)),
+    async (request, reply) =>
+      reply.status(201).send(await app.services.users.create(request.actor, request.body)),
   );
 
   app.get(

@@ -7,7 +7,10 @@ export const usernameSchema = z
   .string()
   .trim()
   .toLowerCase()
-  .regex(/^[a-z0-9][a-z0-9._-]{2,63}$/, 'must be 3–64 characters: letters a–z, digits, dot, dash, underscore');
+  .regex(
+    /^[a-z0-9][a-z0-9._-]{2,63}$/,
+    'must be 3–64 characters: letters a–z, digits, dot, dash, underscore',
+  );
 
 export const createUserSchema = z
   .object({

@@ -45,11 +45,16 @@ export class UsersService {
       createdAt: this.clock.now(),
     };
     this.repo.insert(row);
-    this.audit.record(actor, 'user.create', { type: 'user', id: row.id }, {
-      username: row.username,
-      role: row.role,
-      areaId: row.areaId,
-    });
+    this.audit.record(
+      actor,
+      'user.create',
+      { type: 'user', id: row.id },
+      {
+        username: row.username,
+        role: row.role,
+        areaId: row.areaId,
+      },
+    );
     return toUserView(row);
   }
 
@@ -67,7 +72,10 @@ export class UsersService {
    * First start with an empty database: create `admin` with ADMIN_PASSWORD, or with a random password
    * that is returned so the server can print it once.
    */
-  async ensureAdmin(password: string | undefined, generate: () => string): Promise<{ created: boolean; password?: string }> {
+  async ensureAdmin(
+    password: string | undefined,
+    generate: () => string,
+  ): Promise<{ created: boolean; password?: string }> {
     if (this.repo.count() > 0) return { created: false };
     const chosen = password ?? generate();
     this.repo.insert({

@@ -1,0 +1,215 @@
+import { and, asc, desc, eq, gte, isNotNull, lte, sql } from 'drizzle-orm';
+import type { Db } from '../../db/index.js';
+import {
+  areas,
+  devices,
+  presenceTransitions,
+  telemetrySamples,
+  type DeviceRow,
+  type PresenceCause,
+} from '../../db/schema/index.js';
+import { likePrefix } from '../../lib/scope.js';
+import type { Telemetry } from '../../protocol/index.js';
+
+/** The live columns of a device, as the health service keeps them. */
+export type LiveColumns = Pick<
+  DeviceRow,
+  | 'online'
+  | 'onlineSince'
+  | 'lastSeenAt'
+  | 'firmware'
+  | 'volume'
+  | 'playing'
+  | 'stateAt'
+  | 'telemetry'
+  | 'telemetryAt'
+  | 'playbackFailures'
+  | 'health'
+  | 'healthReasons'
+  | 'healthSince'
+>;
+
+export interface Transition {
+  deviceId: string;
+  at: Date;
+  online: boolean;
+  cause: PresenceCause;
+}
+
+export interface Sample {
+  deviceId: string;
+  at: Date;
+  telemetry: Telemetry;
+}
+
+export const METRICS = [
+  'rssiDbm',
+  'supplyVoltage',
+  'ampTempC',
+  'uptimeS',
+  'onBattery',
+  'speakerFault',
+] as const;
+export type Metric = (typeof METRICS)[number];
+const METRIC_COLUMNS = {
+  rssiDbm: telemetrySamples.rssiDbm,
+  supplyVoltage: telemetrySamples.supplyVoltage,
+  ampTempC: telemetrySamples.ampTempC,
+  uptimeS: telemetrySamples.uptimeS,
+  onBattery: telemetrySamples.onBattery,
+  speakerFault: telemetrySamples.speakerFault,
+} as const;
+
+export interface SummaryRow {
+  childId: string | null;
+  total: number;
+  online: number;
+  playing: number;
+  ok: number;
+  degraded: number;
+  fault: number;
+}
+
+export class HealthRepository {
+  constructor(private readonly db: Db) {}
+
+  /** Everything the health service needs to know about every device at start-up. */
+  loadAll(): ({ id: string } & LiveColumns)[] {
+    return this.liveQuery().all();
+  }
+
+  private liveQuery() {
+    return this.db
+      .select({
+        id: devices.id,
+        online: devices.online,
+        onlineSince: devices.onlineSince,
+        lastSeenAt: devices.lastSeenAt,
+        firmware: devices.firmware,
+        volume: devices.volume,
+        playing: devices.playing,
+        stateAt: devices.stateAt,
+        telemetry: devices.telemetry,
+        telemetryAt: devices.telemetryAt,
+        playbackFailures: devices.playbackFailures,
+        health: devices.health,
+        healthReasons: devices.healthReasons,
+        healthSince: devices.healthSince,
+      })
+      .from(devices);
+  }
+
+  loadOne(id: string): ({ id: string } & LiveColumns) | undefined {
+    return this.liveQuery().where(eq(devices.id, id)).get();
+  }
+
+  /** Writes the live columns of changed devices, new transitions and telemetry samples in one transaction. */
+  write(
+    changed: ReadonlyMap<string, LiveColumns>,
+    transitions: readonly Transition[],
+    samples: readonly Sample[],
+  ): void {
+    this.db.transaction((tx) => {
+      for (const [id, live] of changed) tx.update(devices).set(live).where(eq(devices.id, id)).run();
+      if (transitions.length > 0)
+        tx.insert(presenceTransitions)
+          .values([...transitions])
+          .run();
+      // 10 columns a row: chunks of 1,000 stay below SQLite's bound-parameter limit.
+      for (let i = 0; i < samples.length; i += 1_000) {
+        tx.insert(telemetrySamples)
+          .values(
+            samples.slice(i, i + 1_000).map(({ deviceId, at, telemetry: t }) => ({
+              deviceId,
+              at,
+              deviceAt: new Date(t.at),
+              uptimeS: t.uptimeS,
+              rssiDbm: t.rssiDbm ?? null,
+              supplyVoltage: t.supplyVoltage ?? null,
+              onBattery: t.onBattery ?? null,
+              ampTempC: t.ampTempC ?? null,
+              speakerFault: t.speakerFault ?? null,
+            })),
+          )
+          .run();
+      }
+    });
+  }
+
+  recentTransitions(deviceId: string, limit: number) {
+    return this.db
+      .select()
+      .from(presenceTransitions)
+      .where(eq(presenceTransitions.deviceId, deviceId))
+      .orderBy(desc(presenceTransitions.at), desc(presenceTransitions.id))
+      .limit(limit)
+      .all();
+  }
+
+  /** Deletes telemetry older than `before`, in bounded chunks so a large backlog never blocks the broker. */
+  pruneTelemetry(before: Date, chunk = 5_000): number {
+    let total = 0;
+    for (;;) {
+      const { changes } = this.db.run(
+        sql`DELETE FROM ${telemetrySamples} WHERE ${telemetrySamples.id} IN (SELECT ${telemetrySamples.id} FROM ${telemetrySamples} WHERE ${telemetrySamples.at} < ${before.getTime()} LIMIT ${chunk})`,
+      );
+      total += changes;
+      if (changes < chunk) return total;
+    }
+  }
+
+  /**
+   * A metric's time series between two instants, averaged into buckets of `bucketMs` (1 ms buckets
+   * return the raw samples). Booleans come back as the share of samples that were true.
+   */
+  series(deviceId: string, metric: Metric, from: Date, to: Date, bucketMs: number) {
+    const column = METRIC_COLUMNS[metric];
+    const bucket = sql<number>`(${telemetrySamples.at} / ${bucketMs}) * ${bucketMs}`;
+    return this.db
+      .select({
+        at: bucket,
+        avg: sql<number | null>`avg(${column})`,
+        min: sql<number | null>`min(${column})`,
+        max: sql<number | null>`max(${column})`,
+        count: sql<number>`count(${column})`,
+      })
+      .from(telemetrySamples)
+      .where(
+        and(
+          eq(telemetrySamples.deviceId, deviceId),
+          gte(telemetrySamples.at, from),
+          lte(telemetrySamples.at, to),
+          isNotNull(column),
+        ),
+      )
+      .groupBy(bucket)
+      .orderBy(asc(bucket))
+      .all();
+  }
+
+  /**
+   * Counts per child of the area at `path` (devices directly in the area have childId null). One grouped
+   * query over the indexed path prefix: a province of 10,000 devices answers in milliseconds.
+   */
+  summary(path: string): SummaryRow[] {
+    const rest = sql`substr(${areas.path}, ${path.length + 1})`;
+    const child = sql<string | null>`nullif(substr(${rest}, 1, instr(${rest}, '/') - 1), '')`;
+    const countWhere = (condition: ReturnType<typeof sql>) =>
+      sql<number>`sum(CASE WHEN ${condition} THEN 1 ELSE 0 END)`;
+    return this.db
+      .select({
+        childId: child,
+        total: sql<number>`count(*)`,
+        online: countWhere(sql`${devices.online} = 1`),
+        playing: countWhere(sql`${devices.playing} IS NOT NULL AND ${devices.online} = 1`),
+        ok: countWhere(sql`${devices.health} = 'ok'`),
+        degraded: countWhere(sql`${devices.health} = 'degraded'`),
+        fault: countWhere(sql`${devices.health} = 'fault'`),
+      })
+      .from(devices)
+      .innerJoin(areas, eq(devices.areaId, areas.id))
+      .where(sql`${areas.path} LIKE ${likePrefix(path)} ESCAPE '\\'`)
+      .groupBy(child)
+      .all();
+  }
+}

@@ -1,0 +1,365 @@
+/**
+ * Live status of every device: presence, what it last reported, and the health derived from it.
+ *
+ * The service keeps the live status of all devices in memory (10,000 devices are a few MB) and is its only
+ * writer: events from the broker update memory at once, and the database is brought up to date in batches
+ * — at once (next tick) for presence, state and health changes, once per flush interval for telemetry — so
+ * 10,000 devices reporting every 30 s cost one small transaction a second.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+import type { HealthConfig } from '../../config.js';
+import type { AreaRow, DeviceRow, PresenceCause } from '../../db/schema/index.js';
+import type { Clock } from '../../lib/clock.js';
+import type { OfflineCause, OnlineCause } from '../../plugins/broker.js';
+import type { DeviceState, PlaybackLogEntry, Telemetry } from '../../protocol/index.js';
+import { evaluateHealth, type HealthReason } from './health.rules.js';
+import {
+  METRICS,
+  type HealthRepository,
+  type LiveColumns,
+  type Metric,
+  type Sample,
+  type SummaryRow,
+  type Transition,
+} from './health.repository.js';
+import type { AreaSummary, DeviceHealthView } from './health.schemas.js';
+
+interface Live extends LiveColumns {
+  /** When telemetry (or the connection) was last heard, for silence detection. */
+  lastHeardMs: number;
+  /** True while the MQTT connection is up, even if the device is considered offline for being silent. */
+  connected: boolean;
+}
+
+const MAX_POINTS = 500;
+const DAY_MS = 86_400_000;
+const iso = (d: Date | null) => d?.toISOString() ?? null;
+
+export class HealthService {
+  private readonly live = new Map<string, Live>();
+  private readonly changed = new Set<string>();
+  private transitions: Transition[] = [];
+  private samples: Sample[] = [];
+  private flushScheduled = false;
+
+  constructor(
+    private readonly repo: HealthRepository,
+    private readonly config: HealthConfig,
+    private readonly clock: Clock,
+    private readonly log: FastifyBaseLogger,
+  ) {}
+
+  /**
+   * Loads every device and records that the ones the database still shows online are not: nothing
+   * survives a restart of the embedded broker.
+   */
+  start(): void {
+    const now = this.clock.now();
+    for (const row of this.repo.loadAll()) {
+      const { id, ...columns } = row;
+      const live: Live = { ...columns, lastHeardMs: 0, connected: false };
+      this.live.set(id, live);
+      if (live.online) this.setPresence(id, live, false, 'server_restart', now);
+      else this.reevaluate(id, live, now);
+    }
+    this.flush();
+  }
+
+  // ---- events from the broker ----
+
+  deviceConnected(deviceId: string, cause: OnlineCause): void {
+    const live = this.get(deviceId);
+    if (!live) return;
+    const now = this.clock.now();
+    live.connected = true;
+    live.lastHeardMs = now.getTime();
+    live.lastSeenAt = now;
+    if (cause === 'takeover' && live.online) this.record(deviceId, true, 'takeover', now);
+    else this.setPresence(deviceId, live, true, cause, now);
+    this.touch(deviceId, true);
+  }
+
+  deviceDisconnected(deviceId: string, cause: OfflineCause): void {
+    const live = this.get(deviceId);
+    if (!live) return;
+    live.connected = false;
+    if (cause === 'deleted') {
+      this.live.delete(deviceId);
+      this.changed.delete(deviceId);
+      return;
+    }
+    if (live.online) this.setPresence(deviceId, live, false, cause, this.clock.now());
+  }
+
+  recordState(deviceId: string, state: DeviceState): void {
+    const live = this.heard(deviceId);
+    if (!live) return;
+    live.firmware = state.firmware;
+    live.volume = state.volume;
+    live.playing = state.playing;
+    live.stateAt = live.lastSeenAt;
+    this.reevaluate(deviceId, live, live.lastSeenAt!);
+    this.touch(deviceId, true);
+  }
+
+  recordTelemetry(deviceId: string, telemetry: Telemetry): void {
+    const live = this.heard(deviceId);
+    if (!live) return;
+    const now = live.lastSeenAt!;
+    live.lastHeardMs = now.getTime();
+    live.telemetry = telemetry;
+    live.telemetryAt = now;
+    this.samples.push({ deviceId, at: now, telemetry });
+    if (!live.online && live.connected) this.setPresence(deviceId, live, true, 'resumed', now);
+    const urgent = this.reevaluate(deviceId, live, now);
+    this.touch(deviceId, urgent);
+  }
+
+  /** Playback events: failures in a row make a fault, a successful start clears them. */
+  recordPlayback(deviceId: string, entry: PlaybackLogEntry): void {
+    const live = this.heard(deviceId);
+    if (!live) return;
+    if (entry.event === 'failed') live.playbackFailures += 1;
+    else if (entry.event === 'started') live.playbackFailures = 0;
+    const urgent = this.reevaluate(deviceId, live, live.lastSeenAt!);
+    this.touch(deviceId, urgent);
+  }
+
+  /** Any other message (an ack): the device is alive. */
+  recordSeen(deviceId: string): void {
+    if (this.heard(deviceId)) this.touch(deviceId, false);
+  }
+
+  // ---- periodic work ----
+
+  /** Marks connected devices that stopped sending telemetry as offline (`silent`). */
+  detectSilence(): number {
+    const now = this.clock.now();
+    const cutoff = now.getTime() - this.config.silentAfterMs;
+    let count = 0;
+    for (const [id, live] of this.live) {
+      if (live.online && live.connected && live.lastHeardMs < cutoff) {
+        this.setPresence(id, live, false, 'silent', now);
+        count += 1;
+      }
+    }
+    return count;
+  }
+
+  pruneTelemetry(): number {
+    const removed = this.repo.pruneTelemetry(
+      new Date(this.clock.now().getTime() - this.config.telemetryRetentionMs),
+    );
+    if (removed > 0) this.log.info({ removed }, 'pruned old telemetry');
+    return removed;
+  }
+
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.changed.size === 0 && this.transitions.length === 0 && this.samples.length === 0) return;
+    const changed = new Map<string, LiveColumns>();
+    for (const id of this.changed) {
+      const live = this.live.get(id);
+      if (!live) continue;
+      const { lastHeardMs: _heard, connected: _connected, ...columns } = live;
+      changed.set(id, columns);
+    }
+    const transitions = this.transitions;
+    const samples = this.samples;
+    this.changed.clear();
+    this.transitions = [];
+    this.samples = [];
+    try {
+      this.repo.write(changed, transitions, samples);
+    } catch (err) {
+      this.log.error(
+        { err, devices: changed.size, samples: samples.length },
+        'failed to store device status',
+      );
+    }
+  }
+
+  // ---- reads ----
+
+  /** The live status, or undefined for an unknown device. */
+  status(deviceId: string): Readonly<LiveColumns> | undefined {
+    return this.live.get(deviceId);
+  }
+
+  deviceHealth(device: DeviceRow): DeviceHealthView {
+    const live: LiveColumns = this.live.get(device.id) ?? device;
+    const telemetry = live.telemetry as Telemetry | null;
+    return {
+      deviceId: device.id,
+      online: live.online,
+      since: iso(live.onlineSince),
+      health: live.health,
+      reasons: live.healthReasons,
+      healthSince: iso(live.healthSince),
+      telemetry:
+        telemetry && live.telemetryAt ? { ...telemetry, receivedAt: live.telemetryAt.toISOString() } : null,
+      playing: (live.playing ?? null) as DeviceHealthView['playing'],
+      firmware: live.firmware,
+      volume: live.volume,
+      lastSeenAt: iso(live.lastSeenAt),
+      playbackFailures: live.playbackFailures,
+      transitions: this.transitionsOf(device.id).map((t) => ({
+        at: t.at.toISOString(),
+        online: t.online,
+        cause: t.cause,
+      })),
+    };
+  }
+
+  transitionsOf(deviceId: string, limit = 20) {
+    this.flush();
+    return this.repo.recentTransitions(deviceId, limit);
+  }
+
+  /**
+   * Metrics over a period (default: the last 24 hours), as raw samples while they fit in 500 points and
+   * averaged into buckets of whole heartbeats beyond that, so a month of history stays a light answer.
+   */
+  telemetryHistory(
+    deviceId: string,
+    query: { from?: string | undefined; to?: string | undefined; metric?: Metric | undefined },
+  ) {
+    this.flush();
+    const to = query.to ? new Date(query.to) : this.clock.now();
+    const from = query.from ? new Date(query.from) : new Date(to.getTime() - DAY_MS);
+    const span = to.getTime() - from.getTime();
+    const heartbeat = this.config.heartbeatMs;
+    const bucketMs =
+      span / heartbeat <= MAX_POINTS ? null : Math.ceil(span / MAX_POINTS / heartbeat) * heartbeat;
+    const series: Record<
+      string,
+      { at: string; avg: number | null; min: number | null; max: number | null; count: number }[]
+    > = {};
+    for (const metric of query.metric ? [query.metric] : METRICS) {
+      series[metric] = this.repo
+        .series(deviceId, metric, from, to, bucketMs ?? 1)
+        .map((p) => ({ ...p, at: new Date(p.at).toISOString() }));
+    }
+    return {
+      deviceId,
+      from: from.toISOString(),
+      to: to.toISOString(),
+      bucketS: bucketMs === null ? null : bucketMs / 1000,
+      series,
+    };
+  }
+
+  /** Counts for an area's whole subtree, broken down per direct sub-area, worst first. */
+  summary(area: AreaRow, children: readonly AreaRow[]): AreaSummary {
+    this.flush();
+    const rows = new Map(this.repo.summary(area.path).map((r) => [r.childId, r]));
+    const counts = (r: SummaryRow | undefined) => {
+      const c = r ?? { total: 0, online: 0, playing: 0, ok: 0, degraded: 0, fault: 0 };
+      return {
+        total: c.total,
+        online: c.online,
+        offline: c.total - c.online,
+        playing: c.playing,
+        ok: c.ok,
+        degraded: c.degraded,
+        fault: c.fault,
+      };
+    };
+    const all = counts(
+      [...rows.values()].reduce(
+        (sum, r) => ({
+          childId: null,
+          total: sum.total + r.total,
+          online: sum.online + r.online,
+          playing: sum.playing + r.playing,
+          ok: sum.ok + r.ok,
+          degraded: sum.degraded + r.degraded,
+          fault: sum.fault + r.fault,
+        }),
+        { childId: null, total: 0, online: 0, playing: 0, ok: 0, degraded: 0, fault: 0 } as SummaryRow,
+      ),
+    );
+    const collator = new Intl.Collator('vi');
+    return {
+      areaId: area.id,
+      name: area.name,
+      ...all,
+      children: children
+        .map((child) => ({
+          areaId: child.id,
+          name: child.name,
+          level: child.level,
+          ...counts(rows.get(child.id)),
+        }))
+        .sort((a, b) => b.fault - a.fault || b.degraded - a.degraded || collator.compare(a.name, b.name)),
+      direct: counts(rows.get(null)),
+    };
+  }
+
+  // ---- internals ----
+
+  private get(deviceId: string): Live | undefined {
+    let live = this.live.get(deviceId);
+    if (!live) {
+      // Registered after start-up.
+      const row = this.repo.loadOne(deviceId);
+      if (!row) return undefined;
+      const { id: _id, ...columns } = row;
+      live = { ...columns, lastHeardMs: 0, connected: false };
+      this.live.set(deviceId, live);
+    }
+    return live;
+  }
+
+  private heard(deviceId: string): Live | undefined {
+    const live = this.get(deviceId);
+    if (live) live.lastSeenAt = this.clock.now();
+    return live;
+  }
+
+  private setPresence(deviceId: string, live: Live, online: boolean, cause: PresenceCause, now: Date): void {
+    live.online = online;
+    live.onlineSince = now;
+    this.record(deviceId, online, cause, now);
+    this.reevaluate(deviceId, live, now);
+    this.touch(deviceId, true);
+  }
+
+  private record(deviceId: string, online: boolean, cause: PresenceCause, at: Date): void {
+    this.transitions.push({ deviceId, at, online, cause });
+    this.log.info({ deviceId, online, cause }, online ? 'device online' : 'device offline');
+  }
+
+  /** Re-derives health; true when it changed. */
+  private reevaluate(deviceId: string, live: Live, now: Date): boolean {
+    const { health, reasons } = evaluateHealth(
+      {
+        online: live.online,
+        telemetry: live.telemetry as Telemetry | null,
+        firmware: live.firmware,
+        playbackFailures: live.playbackFailures,
+      },
+      this.config.thresholds,
+    );
+    const same = health === live.health && sameReasons(reasons, live.healthReasons);
+    if (same && live.healthSince) return false;
+    if (health !== live.health || !live.healthSince) live.healthSince = now;
+    const before = live.health;
+    live.health = health;
+    live.healthReasons = reasons;
+    if (before !== health) this.log.info({ deviceId, health, reasons, was: before }, 'device health changed');
+    return true;
+  }
+
+  private touch(deviceId: string, urgent: boolean): void {
+    this.changed.add(deviceId);
+    if (urgent && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+}
+
+function sameReasons(a: readonly HealthReason[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((r, i) => r === b[i]);
+}
