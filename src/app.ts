@@ -12,7 +12,12 @@ import authPlugin from './plugins/auth.js';
 import brokerPlugin from './plugins/broker.js';
 import dbPlugin from './plugins/db.js';
 import errorsPlugin from './plugins/errors.js';
+import metricsPlugin from './plugins/metrics.js';
 import openapiPlugin from './plugins/openapi.js';
+import { AlertsRepository } from './modules/alerts/alerts.repository.js';
+import alertsRoutes from './modules/alerts/alerts.routes.js';
+import { AlertsService } from './modules/alerts/alerts.service.js';
+import { noNotifier, WebhookNotifier } from './modules/alerts/webhook.js';
 import { AreasRepository } from './modules/areas/areas.repository.js';
 import areasRoutes from './modules/areas/areas.routes.js';
 import { AreasService } from './modules/areas/areas.service.js';
@@ -45,6 +50,7 @@ export interface Services {
   auth: AuthService;
   devices: DevicesService;
   health: HealthService;
+  alerts: AlertsService;
   commands: CommandsService;
 }
 
@@ -85,6 +91,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(errorsPlugin);
+  // First, so that its timing hook sees every route. Its sources are read at scrape time only.
+  await app.register(metricsPlugin, {
+    token: config.metricsToken,
+    mqttConnections: () => app.broker.onlineCount,
+    devicesByTopArea: () => app.services.health.countByTopArea(),
+  });
   await app.register(dbPlugin, { file: config.databaseFile });
   // onClose hooks run in reverse order of registration: the broker closes (no more acks arrive), then
   // queued writes are flushed, then the database closes.
@@ -127,12 +139,31 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ),
     devices: new DevicesService(repos.devices, areas, audit, app.broker, clock),
     health: new HealthService(repos.health, config.health, clock, app.log.child({ module: 'health' })),
+    alerts: new AlertsService(
+      new AlertsRepository(app.db),
+      areas,
+      audit,
+      config.alerts.webhookUrl
+        ? new WebhookNotifier(config.alerts.webhookUrl, config.alerts.webhookAttempts, app.log.child({ module: 'webhook' }))
+        : noNotifier,
+      config.alerts,
+      clock,
+      app.log.child({ module: 'alerts' }),
+    ),
     commands: new CommandsService(
       repos.commands,
       repos.devices,
       areas,
       audit,
-      app.broker,
+      {
+        isReady: (id) => app.broker.isReady(id),
+        publishCommand: (ids, payload) => {
+          const sent = app.broker.publishCommand(ids, payload);
+          app.metrics.mqttMessagesOut(sent.length);
+          return sent;
+        },
+      },
+      app.metrics,
       clock,
       app.log.child({ module: 'commands' }),
     ),
@@ -141,7 +172,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   // Loads live status; devices still marked online from before are recorded offline (server_restart).
   services.health.start();
-  connectDeviceEvents(app.broker, services, app.log.child({ module: 'device-events' }));
+  connectDeviceEvents(app.broker, services, app.log.child({ module: 'device-events' }), {
+    messageIn: (channel) => app.metrics.mqttMessageIn(channel),
+    malformed: (channel) => app.metrics.malformedPayload(channel),
+  });
 
   // Periodic jobs run on the injected clock, so tests drive them by moving time.
   const jobs = new PeriodicJobs(clock, app.log);
@@ -159,8 +193,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       services.health.detectSilence(),
     );
     jobs.every('prune telemetry', 3_600_000, () => services.health.pruneTelemetry());
+    jobs.every('evaluate alerts', 10_000, () => services.alerts.evaluate(services.health.devices));
   });
-  app.addHook('onClose', async () => jobs.stop());
+  app.addHook('onClose', async () => {
+    jobs.stop();
+    await services.alerts.drain(2_000);
+  });
 
   await app.register(openapiPlugin, { publicUrl: config.http.publicUrl });
   await app.register(systemRoutes);
@@ -173,6 +211,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       await api.register(devicesRoutes);
       await api.register(commandsRoutes);
       await api.register(healthRoutes);
+      await api.register(alertsRoutes);
       await api.register(auditRoutes);
     },
     { prefix: '/api/v1' },

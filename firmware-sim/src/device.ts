@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { connect, type MqttClient } from 'mqtt';
 import {
   COMMAND_TYPES,
+  MAINTENANCE_TYPES,
   QOS,
   commandEnvelopeSchema,
   commandSchema,
@@ -147,7 +148,7 @@ type VolumeCommand = Extract<Command, { type: 'volume' }>;
 
 // Unknown fields must survive the envelope check: the full command schema runs on the same object next.
 const looseEnvelopeSchema = commandEnvelopeSchema.loose();
-const KNOWN_TYPES = new Set<string>(COMMAND_TYPES);
+const KNOWN_TYPES = new Set<string>([...COMMAND_TYPES, ...MAINTENANCE_TYPES]);
 // QoS 1 redelivery comes within seconds, so a short memory is enough, and it stays small per device.
 const DEDUPE_WINDOW = 64;
 // Acks and log entries produced while offline wait here, like a firmware's flash queue.
@@ -607,7 +608,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       return;
     }
     if (!KNOWN_TYPES.has(raw.type)) {
-      this.maintenance(raw.id, raw.type);
+      this.ack(raw.id, 'rejected', 'unsupported');
       return;
     }
     const parsed = commandSchema.safeParse(raw);
@@ -626,10 +627,15 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       case 'volume':
         this.setVolume(command);
         return;
+      case 'reboot':
+      case 'ping':
+      case 'identify':
+        this.maintenance(command.id, command.type);
+        return;
     }
   }
 
-  private maintenance(id: string, type: string): void {
+  private maintenance(id: string, type: (typeof MAINTENANCE_TYPES)[number]): void {
     if (!this.options.maintenance) {
       this.ack(id, 'rejected', 'unsupported');
       return;
@@ -644,8 +650,6 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
         this.ack(id, 'done');
         this.reboot();
         return;
-      default:
-        this.ack(id, 'rejected', 'unsupported');
     }
   }
 

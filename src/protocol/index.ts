@@ -71,7 +71,14 @@ export const stopParamsSchema = z.object({ sessionId: z.string().min(1).optional
 export const volumeParamsSchema = z.object({ level: volumeLevel });
 
 export const COMMAND_TYPES = ['play', 'stop', 'volume'] as const;
-export type CommandType = (typeof COMMAND_TYPES)[number];
+/**
+ * Optional maintenance commands (added in v1 as optional): a device that lacks one answers `rejected`
+ * with reason `unsupported`. reboot: ack `done` just before restarting; ping: ack `done` at once (the
+ * server measures the round trip); identify: play a test tone so a technician can find the cluster.
+ */
+export const MAINTENANCE_TYPES = ['reboot', 'ping', 'identify'] as const;
+export type CommandType = (typeof COMMAND_TYPES)[number] | (typeof MAINTENANCE_TYPES)[number];
+export const identifyParamsSchema = z.object({ durationS: z.number().int().min(1).max(600).optional() });
 
 const commandBase = {
   id: z.string().min(1),
@@ -84,6 +91,9 @@ export const commandSchema = z.discriminatedUnion('type', [
   z.object({ ...commandBase, type: z.literal('play'), params: playParamsSchema }),
   z.object({ ...commandBase, type: z.literal('stop'), params: stopParamsSchema }),
   z.object({ ...commandBase, type: z.literal('volume'), params: volumeParamsSchema }),
+  z.object({ ...commandBase, type: z.literal('reboot'), params: z.object({}) }),
+  z.object({ ...commandBase, type: z.literal('ping'), params: z.object({}) }),
+  z.object({ ...commandBase, type: z.literal('identify'), params: identifyParamsSchema }),
 ]);
 export type Command = z.infer<typeof commandSchema>;
 export type PlayParams = z.infer<typeof playParamsSchema>;

@@ -15,7 +15,8 @@ export type AuditAction =
   | 'device.update'
   | 'device.delete'
   | 'device.credentials_rotated'
-  | 'command.create';
+  | 'command.create'
+  | 'alert.acknowledged';
 
 export class AuditService {
   constructor(

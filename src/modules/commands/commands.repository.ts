@@ -63,10 +63,13 @@ export class CommandsRepository {
     });
   }
 
-  applyAcks(acks: readonly AckUpdate[]): void {
-    this.db.transaction((tx) => {
+  /** Applies acks that move a delivery forward; returns those, with when the command was sent. */
+  applyAcks(acks: readonly AckUpdate[]): { ack: AckUpdate; sentAt: Date | null }[] {
+    return this.db.transaction((tx) => {
+      const applied: { ack: AckUpdate; sentAt: Date | null }[] = [];
       for (const ack of acks) {
-        tx.update(commandDeliveries)
+        const [row] = tx
+          .update(commandDeliveries)
           .set({ status: ack.status, reason: ack.reason, updatedAt: ack.at })
           .where(
             and(
@@ -75,8 +78,11 @@ export class CommandsRepository {
               inArray(commandDeliveries.status, REPLACEABLE_BY[ack.status]),
             ),
           )
-          .run();
+          .returning({ sentAt: commandDeliveries.sentAt })
+          .all();
+        if (row) applied.push({ ack, sentAt: row.sentAt });
       }
+      return applied;
     });
   }
 
@@ -159,6 +165,7 @@ export class CommandsRepository {
         deviceName: devices.name,
         status: commandDeliveries.status,
         reason: commandDeliveries.reason,
+        sentAt: commandDeliveries.sentAt,
         updatedAt: commandDeliveries.updatedAt,
       })
       .from(commandDeliveries)

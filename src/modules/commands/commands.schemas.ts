@@ -1,12 +1,12 @@
 import { z } from 'zod';
 import { DELIVERY_STATUSES } from '../../db/schema/index.js';
-import { playSourceSchema, prioritySchema } from '../../protocol/index.js';
+import { identifyParamsSchema, playSourceSchema, prioritySchema } from '../../protocol/index.js';
 
 const id = z.string().min(1).max(64);
 const volumeLevel = z.number().int().min(0).max(100);
 
 /** Default time a command stays deliverable when the caller gives no expiresInS (docs/commands.md). */
-export const DEFAULT_EXPIRY_S = { play: 600, stop: 300, volume: 300 } as const;
+export const DEFAULT_EXPIRY_S = { play: 600, stop: 300, volume: 300, reboot: 60, ping: 60, identify: 60 } as const;
 
 const targetsSchema = z
   .object({
@@ -26,7 +26,7 @@ const common = {
     .min(1)
     .max(7 * 86_400)
     .optional()
-    .describe('How long the command stays deliverable; defaults: play 600 s, stop and volume 300 s'),
+    .describe('How long the command stays deliverable; defaults: play 600 s, stop and volume 300 s, maintenance 60 s'),
 };
 
 export const createCommandSchema = z.discriminatedUnion('type', [
@@ -46,6 +46,9 @@ export const createCommandSchema = z.discriminatedUnion('type', [
     params: z.object({ sessionId: id.optional().describe('Omit to stop whatever plays') }).default({}),
   }),
   z.object({ ...common, type: z.literal('volume'), params: z.object({ level: volumeLevel }) }),
+  z.object({ ...common, type: z.literal('reboot'), params: z.object({}).default({}) }),
+  z.object({ ...common, type: z.literal('ping'), params: z.object({}).default({}) }),
+  z.object({ ...common, type: z.literal('identify'), params: identifyParamsSchema.default({}) }),
 ]);
 
 export const commandParamsSchema = z.object({ id });
@@ -90,6 +93,11 @@ export const commandDetailSchema = z.object({
       deviceName: z.string().nullable().describe('null when the device has since been deleted'),
       status: deliveryStatusSchema,
       reason: z.string().optional(),
+      rttMs: z
+        .number()
+        .int()
+        .optional()
+        .describe('From sending to the final answer, measured by the server; for ping, the round trip'),
       updatedAt: z.string(),
     }),
   ),

@@ -9,6 +9,7 @@ import type { Ack, Command, CommandType, Priority } from '../../protocol/index.j
 import type { AreasService } from '../areas/areas.service.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { DevicesRepository } from '../devices/devices.repository.js';
+import type { Metrics } from '../../plugins/metrics.js';
 import type { AckUpdate, CommandsRepository } from './commands.repository.js';
 import {
   DEFAULT_EXPIRY_S,
@@ -24,11 +25,18 @@ export interface CommandPublisher {
   publishCommand(deviceIds: Iterable<string>, payload: Buffer): string[];
 }
 
+/** The counters the commands service feeds (src/plugins/metrics.ts). */
+export type CommandMetrics = Pick<Metrics, 'commandSent' | 'ackRecorded'>;
+
 /** Who may send what. Playing content is for those who run programming; stop and volume also for technicians. */
 const ROLES_FOR_TYPE: Record<CommandType, readonly Role[]> = {
   play: ['admin', 'district_operator', 'broadcaster'],
   stop: ['admin', 'district_operator', 'broadcaster', 'technician'],
   volume: ['admin', 'district_operator', 'broadcaster', 'technician'],
+  // Maintenance is the technicians' business.
+  reboot: ['admin', 'technician'],
+  ping: ['admin', 'technician'],
+  identify: ['admin', 'technician'],
 };
 /** Only district staff (and admins) may pre-empt everything with an emergency. */
 const ROLES_FOR_PRIORITY: Record<Priority, readonly Role[]> = {
@@ -36,6 +44,8 @@ const ROLES_FOR_PRIORITY: Record<Priority, readonly Role[]> = {
   priority: ROLES_FOR_TYPE.stop,
   emergency: ['admin', 'district_operator'],
 };
+
+const FINAL = new Set<DeliveryStatus>(['done', 'failed', 'rejected']);
 
 /** The command as it goes on the wire (protocol.md `cmd`). */
 export function toWire(row: CommandRow): Command {
@@ -71,11 +81,16 @@ export class CommandsService {
     private readonly areas: AreasService,
     private readonly audit: AuditService,
     private readonly publisher: CommandPublisher,
+    private readonly metrics: CommandMetrics,
     private readonly clock: Clock,
     private readonly log: FastifyBaseLogger,
   ) {
     this.ackWriter = new BatchWriter(
-      (acks) => repo.applyAcks(acks),
+      (acks) => {
+        for (const { ack, sentAt } of repo.applyAcks(acks)) {
+          this.metrics.ackRecorded(ack.status, sentAt ? ack.at.getTime() - sentAt.getTime() : null);
+        }
+      },
       (err, acks) => log.error({ err, count: acks.length }, 'failed to store acks'),
     );
   }
@@ -125,6 +140,7 @@ export class CommandsService {
         ),
     );
     const sent = this.publisher.publishCommand(ready, Buffer.from(JSON.stringify(toWire(row))));
+    this.metrics.commandSent(row.type, row.priority, targetIds.length);
     this.log.info(
       {
         commandId: row.id,
@@ -227,6 +243,7 @@ export class CommandsService {
           deviceName: r.deviceName,
           status: r.status,
           ...(r.reason ? { reason: r.reason } : {}),
+          ...(r.sentAt && FINAL.has(r.status) ? { rttMs: r.updatedAt.getTime() - r.sentAt.getTime() } : {}),
           updatedAt: r.updatedAt.toISOString(),
         })),
     };

@@ -187,6 +187,17 @@ export class HealthRepository {
       .all();
   }
 
+  /** Online and offline devices per top-level area (a province, usually), for the metrics endpoint. */
+  countByTopArea(): { areaId: string; areaName: string; online: number; offline: number }[] {
+    // The top-level area is the first id of the path: '/ar_top/ar_child/' → 'ar_top'.
+    const top = sql`substr(${areas.path}, 2, instr(substr(${areas.path}, 2), '/') - 1)`;
+    const rows = this.db.all<{ areaId: string; areaName: string; online: number; total: number }>(sql`
+      SELECT t.id AS areaId, t.name AS areaName, sum(d.online) AS online, count(*) AS total
+      FROM ${devices} d JOIN ${areas} ON ${areas.id} = d.area_id JOIN ${areas} t ON t.id = ${top}
+      GROUP BY t.id, t.name`);
+    return rows.map((r) => ({ areaId: r.areaId, areaName: r.areaName, online: r.online, offline: r.total - r.online }));
+  }
+
   /**
    * Counts per child of the area at `path` (devices directly in the area have childId null). One grouped
    * query over the indexed path prefix: a province of 10,000 devices answers in milliseconds.

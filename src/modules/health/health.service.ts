@@ -181,6 +181,11 @@ export class HealthService {
 
   // ---- reads ----
 
+  /** The live status of every device, read-only (alerts are evaluated over it). */
+  get devices(): ReadonlyMap<string, Readonly<LiveColumns>> {
+    return this.live;
+  }
+
   /** The live status, or undefined for an unknown device. */
   status(deviceId: string): Readonly<LiveColumns> | undefined {
     return this.live.get(deviceId);
@@ -247,6 +252,11 @@ export class HealthService {
       bucketS: bucketMs === null ? null : bucketMs / 1000,
       series,
     };
+  }
+
+  countByTopArea() {
+    this.flush();
+    return this.repo.countByTopArea();
   }
 
   /** Counts for an area's whole subtree, broken down per direct sub-area, worst first. */

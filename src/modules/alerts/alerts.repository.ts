@@ -1,0 +1,72 @@
+import { and, count, desc, eq, sql, type SQL } from 'drizzle-orm';
+import type { Db } from '../../db/index.js';
+import { alerts, areas, devices, type AlertKind, type AlertRow, type AlertState } from '../../db/schema/index.js';
+import { likePrefix } from '../../lib/scope.js';
+
+export type AlertWithDevice = AlertRow & { deviceName: string | null; areaId: string | null; areaPath: string | null };
+
+export class AlertsRepository {
+  constructor(private readonly db: Db) {}
+
+  open(): AlertRow[] {
+    return this.db.select().from(alerts).where(eq(alerts.state, 'open')).all();
+  }
+
+  insert(row: { deviceId: string; kind: AlertKind; reasons: string[]; openedAt: Date }): AlertRow {
+    return this.db
+      .insert(alerts)
+      .values({ ...row, state: 'open' })
+      .returning()
+      .get();
+  }
+
+  resolve(id: number, at: Date): AlertRow | undefined {
+    return this.db.update(alerts).set({ state: 'resolved', resolvedAt: at }).where(eq(alerts.id, id)).returning().get();
+  }
+
+  setReasons(id: number, reasons: string[]): void {
+    this.db.update(alerts).set({ reasons }).where(eq(alerts.id, id)).run();
+  }
+
+  acknowledge(id: number, by: string, at: Date, note: string | null): void {
+    this.db.update(alerts).set({ acknowledgedAt: at, acknowledgedBy: by, note }).where(eq(alerts.id, id)).run();
+  }
+
+  private withDevice() {
+    return this.db
+      .select({ alert: alerts, deviceName: devices.name, areaId: devices.areaId, areaPath: areas.path })
+      .from(alerts)
+      .leftJoin(devices, eq(alerts.deviceId, devices.id))
+      .leftJoin(areas, eq(devices.areaId, areas.id));
+  }
+
+  findById(id: number): AlertWithDevice | undefined {
+    const row = this.withDevice().where(eq(alerts.id, id)).get();
+    return row && { ...row.alert, deviceName: row.deviceName, areaId: row.areaId, areaPath: row.areaPath };
+  }
+
+  /** Newest first; limited to devices in the subtree unless pathPrefix is null (admin). */
+  list(filter: { pathPrefix: string | null; state?: AlertState | undefined; deviceId?: string | undefined; limit: number; offset: number }) {
+    const where: SQL[] = [];
+    if (filter.pathPrefix !== null) where.push(sql`${areas.path} LIKE ${likePrefix(filter.pathPrefix)} ESCAPE '\\'`);
+    if (filter.state) where.push(eq(alerts.state, filter.state));
+    if (filter.deviceId) where.push(eq(alerts.deviceId, filter.deviceId));
+    const condition = and(...where);
+    const rows = this.withDevice()
+      .where(condition)
+      .orderBy(desc(alerts.openedAt), desc(alerts.id))
+      .limit(filter.limit)
+      .offset(filter.offset)
+      .all()
+      .map((r) => ({ ...r.alert, deviceName: r.deviceName, areaId: r.areaId, areaPath: r.areaPath }));
+    const total =
+      this.db
+        .select({ n: count() })
+        .from(alerts)
+        .leftJoin(devices, eq(alerts.deviceId, devices.id))
+        .leftJoin(areas, eq(devices.areaId, areas.id))
+        .where(condition)
+        .get()?.n ?? 0;
+    return { rows, total };
+  }
+}
