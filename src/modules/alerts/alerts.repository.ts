@@ -1,9 +1,20 @@
 import { and, count, desc, eq, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
-import { alerts, areas, devices, type AlertKind, type AlertRow, type AlertState } from '../../db/schema/index.js';
+import {
+  alerts,
+  areas,
+  devices,
+  type AlertKind,
+  type AlertRow,
+  type AlertState,
+} from '../../db/schema/index.js';
 import { likePrefix } from '../../lib/scope.js';
 
-export type AlertWithDevice = AlertRow & { deviceName: string | null; areaId: string | null; areaPath: string | null };
+export type AlertWithDevice = AlertRow & {
+  deviceName: string | null;
+  areaId: string | null;
+  areaPath: string | null;
+};
 
 export class AlertsRepository {
   constructor(private readonly db: Db) {}
@@ -21,7 +32,12 @@ export class AlertsRepository {
   }
 
   resolve(id: number, at: Date): AlertRow | undefined {
-    return this.db.update(alerts).set({ state: 'resolved', resolvedAt: at }).where(eq(alerts.id, id)).returning().get();
+    return this.db
+      .update(alerts)
+      .set({ state: 'resolved', resolvedAt: at })
+      .where(eq(alerts.id, id))
+      .returning()
+      .get();
   }
 
   setReasons(id: number, reasons: string[]): void {
@@ -29,7 +45,11 @@ export class AlertsRepository {
   }
 
   acknowledge(id: number, by: string, at: Date, note: string | null): void {
-    this.db.update(alerts).set({ acknowledgedAt: at, acknowledgedBy: by, note }).where(eq(alerts.id, id)).run();
+    this.db
+      .update(alerts)
+      .set({ acknowledgedAt: at, acknowledgedBy: by, note })
+      .where(eq(alerts.id, id))
+      .run();
   }
 
   private withDevice() {
@@ -46,9 +66,16 @@ export class AlertsRepository {
   }
 
   /** Newest first; limited to devices in the subtree unless pathPrefix is null (admin). */
-  list(filter: { pathPrefix: string | null; state?: AlertState | undefined; deviceId?: string | undefined; limit: number; offset: number }) {
+  list(filter: {
+    pathPrefix: string | null;
+    state?: AlertState | undefined;
+    deviceId?: string | undefined;
+    limit: number;
+    offset: number;
+  }) {
     const where: SQL[] = [];
-    if (filter.pathPrefix !== null) where.push(sql`${areas.path} LIKE ${likePrefix(filter.pathPrefix)} ESCAPE '\\'`);
+    if (filter.pathPrefix !== null)
+      where.push(sql`${areas.path} LIKE ${likePrefix(filter.pathPrefix)} ESCAPE '\\'`);
     if (filter.state) where.push(eq(alerts.state, filter.state));
     if (filter.deviceId) where.push(eq(alerts.deviceId, filter.deviceId));
     const condition = and(...where);

@@ -1,5 +1,11 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { acknowledgeSchema, alertListSchema, alertParamsSchema, alertSchema, listAlertsQuerySchema } from './alerts.schemas.js';
+import {
+  acknowledgeSchema,
+  alertListSchema,
+  alertParamsSchema,
+  alertSchema,
+  listAlertsQuerySchema,
+} from './alerts.schemas.js';
 
 const TECHNICIANS = ['admin', 'technician'] as const;
 

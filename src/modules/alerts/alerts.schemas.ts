@@ -22,7 +22,9 @@ export const alertSchema = z.object({
   deviceId: z.string(),
   deviceName: z.string().nullable().describe('null when the device has since been deleted'),
   areaId: z.string().nullable(),
-  kind: z.enum(ALERT_KINDS).describe('offline: gone too long; fault: a fault other than offline; degraded: degraded too long'),
+  kind: z
+    .enum(ALERT_KINDS)
+    .describe('offline: gone too long; fault: a fault other than offline; degraded: degraded too long'),
   state: z.enum(ALERT_STATES),
   reasons: z.array(z.string()),
   openedAt: z.string(),

@@ -46,9 +46,16 @@ export function alertConditions(
   if (!live.online && live.onlineSince && now - live.onlineSince.getTime() >= thresholds.offlineAfterMs) {
     found.set('offline', ['offline']);
   }
-  const faults = live.health === 'fault' ? live.healthReasons.filter((r) => r === 'speaker_fault' || r === 'playback_failures') : [];
+  const faults =
+    live.health === 'fault'
+      ? live.healthReasons.filter((r) => r === 'speaker_fault' || r === 'playback_failures')
+      : [];
   if (faults.length > 0) found.set('fault', faults);
-  if (live.health === 'degraded' && live.healthSince && now - live.healthSince.getTime() >= thresholds.degradedAfterMs) {
+  if (
+    live.health === 'degraded' &&
+    live.healthSince &&
+    now - live.healthSince.getTime() >= thresholds.degradedAfterMs
+  ) {
     found.set('degraded', live.healthReasons);
   }
   return found;
@@ -104,7 +111,13 @@ export class AlertsService {
 
   list(actor: Actor, query: ListAlertsQuery) {
     const pathPrefix = query.areaId ? this.areas.getVisible(actor, query.areaId).path : actor.areaPath;
-    const { rows, total } = this.repo.list({ pathPrefix, state: query.state, deviceId: query.deviceId, limit: query.limit, offset: query.offset });
+    const { rows, total } = this.repo.list({
+      pathPrefix,
+      state: query.state,
+      deviceId: query.deviceId,
+      limit: query.limit,
+      offset: query.offset,
+    });
     return { items: rows.map(toView), total, limit: query.limit, offset: query.offset };
   }
 
@@ -115,7 +128,12 @@ export class AlertsService {
       throw notFound('Alert');
     }
     this.repo.acknowledge(id, actor.username, this.clock.now(), note ?? null);
-    this.audit.record(actor, 'alert.acknowledged', { type: 'alert', id: String(id) }, { note: note ?? null, deviceId: alert.deviceId });
+    this.audit.record(
+      actor,
+      'alert.acknowledged',
+      { type: 'alert', id: String(id) },
+      { note: note ?? null, deviceId: alert.deviceId },
+    );
     return toView(this.repo.findById(id)!);
   }
 }

@@ -39,7 +39,10 @@ export class WebhookNotifier implements AlertNotifier {
     if (this.stopped) return;
     if (this.queue.length >= MAX_QUEUE) {
       const dropped = this.queue.shift();
-      this.log.error({ dropped: dropped?.event, alertId: dropped?.alert.id }, 'alert webhook queue full; dropped the oldest event');
+      this.log.error(
+        { dropped: dropped?.event, alertId: dropped?.alert.id },
+        'alert webhook queue full; dropped the oldest event',
+      );
     }
     this.queue.push(event);
     this.running ??= this.run().finally(() => (this.running = null));
@@ -47,7 +50,8 @@ export class WebhookNotifier implements AlertNotifier {
 
   async drain(timeoutMs: number): Promise<void> {
     const running = this.running;
-    if (running) await Promise.race([running, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+    if (running)
+      await Promise.race([running, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
     this.stopped = true;
   }
 
@@ -66,14 +70,25 @@ export class WebhookNotifier implements AlertNotifier {
           signal: AbortSignal.timeout(10_000),
         });
         if (res.ok) return;
-        this.log.warn({ status: res.status, attempt, alertId: event.alert.id }, 'alert webhook refused the event');
+        this.log.warn(
+          { status: res.status, attempt, alertId: event.alert.id },
+          'alert webhook refused the event',
+        );
       } catch (err) {
-        this.log.warn({ err: (err as Error).message, attempt, alertId: event.alert.id }, 'alert webhook unreachable');
+        this.log.warn(
+          { err: (err as Error).message, attempt, alertId: event.alert.id },
+          'alert webhook unreachable',
+        );
       }
       if (attempt < this.attempts && !this.stopped) {
-        await new Promise((resolve) => setTimeout(resolve, Math.min(60_000, this.baseDelayMs * 2 ** (attempt - 1))));
+        await new Promise((resolve) =>
+          setTimeout(resolve, Math.min(60_000, this.baseDelayMs * 2 ** (attempt - 1))),
+        );
       }
     }
-    this.log.error({ event: event.event, alertId: event.alert.id, attempts: this.attempts }, 'alert webhook gave up on the event');
+    this.log.error(
+      { event: event.event, alertId: event.alert.id, attempts: this.attempts },
+      'alert webhook gave up on the event',
+    );
   }
 }

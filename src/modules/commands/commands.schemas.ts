@@ -6,7 +6,14 @@ const id = z.string().min(1).max(64);
 const volumeLevel = z.number().int().min(0).max(100);
 
 /** Default time a command stays deliverable when the caller gives no expiresInS (docs/commands.md). */
-export const DEFAULT_EXPIRY_S = { play: 600, stop: 300, volume: 300, reboot: 60, ping: 60, identify: 60 } as const;
+export const DEFAULT_EXPIRY_S = {
+  play: 600,
+  stop: 300,
+  volume: 300,
+  reboot: 60,
+  ping: 60,
+  identify: 60,
+} as const;
 
 const targetsSchema = z
   .object({
@@ -26,7 +33,9 @@ const common = {
     .min(1)
     .max(7 * 86_400)
     .optional()
-    .describe('How long the command stays deliverable; defaults: play 600 s, stop and volume 300 s, maintenance 60 s'),
+    .describe(
+      'How long the command stays deliverable; defaults: play 600 s, stop and volume 300 s, maintenance 60 s',
+    ),
 };
 
 export const createCommandSchema = z.discriminatedUnion('type', [

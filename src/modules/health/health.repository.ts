@@ -164,7 +164,8 @@ export class HealthRepository {
    */
   series(deviceId: string, metric: Metric, from: Date, to: Date, bucketMs: number) {
     const column = METRIC_COLUMNS[metric];
-    const bucket = sql<number>`(${telemetrySamples.at} / ${bucketMs}) * ${bucketMs}`;
+    // better-sqlite3 binds JS numbers as REAL, so the division must be truncated explicitly.
+    const bucket = sql<number>`CAST(${telemetrySamples.at} / ${bucketMs} AS INTEGER) * ${bucketMs}`;
     return this.db
       .select({
         at: bucket,
@@ -195,7 +196,12 @@ export class HealthRepository {
       SELECT t.id AS areaId, t.name AS areaName, sum(d.online) AS online, count(*) AS total
       FROM ${devices} d JOIN ${areas} ON ${areas.id} = d.area_id JOIN ${areas} t ON t.id = ${top}
       GROUP BY t.id, t.name`);
-    return rows.map((r) => ({ areaId: r.areaId, areaName: r.areaName, online: r.online, offline: r.total - r.online }));
+    return rows.map((r) => ({
+      areaId: r.areaId,
+      areaName: r.areaName,
+      online: r.online,
+      offline: r.total - r.online,
+    }));
   }
 
   /**
