@@ -193,8 +193,11 @@ describe('device health', () => {
       token: technician,
       body: { note: 'Mất điện lưới, đã báo điện lực' },
     });
+    const me = (await t.request('GET', '/api/v1/auth/me', { token: technician })).json<{
+      user: { username: string };
+    }>();
     expect(ack.json()).toMatchObject({
-      acknowledgedBy: expect.any(String),
+      acknowledgedBy: me.user.username,
       note: 'Mất điện lưới, đã báo điện lực',
     });
 
