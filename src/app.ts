@@ -125,6 +125,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   const audit = new AuditService(repos.audit, clock);
   const areas = new AreasService(repos.areas, audit, clock);
+  const health = new HealthService(repos.health, config.health, clock, app.log.child({ module: 'health' }));
   const services: Services = {
     audit,
     areas,
@@ -137,14 +138,18 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       clock,
       config.auth.tokenTtlMs,
     ),
-    devices: new DevicesService(repos.devices, areas, audit, app.broker, clock),
-    health: new HealthService(repos.health, config.health, clock, app.log.child({ module: 'health' })),
+    devices: new DevicesService(repos.devices, areas, audit, app.broker, (id) => health.forget(id), clock),
+    health,
     alerts: new AlertsService(
       new AlertsRepository(app.db),
       areas,
       audit,
       config.alerts.webhookUrl
-        ? new WebhookNotifier(config.alerts.webhookUrl, config.alerts.webhookAttempts, app.log.child({ module: 'webhook' }))
+        ? new WebhookNotifier(
+            config.alerts.webhookUrl,
+            config.alerts.webhookAttempts,
+            app.log.child({ module: 'webhook' }),
+          )
         : noNotifier,
       config.alerts,
       clock,

@@ -213,6 +213,28 @@ describe('device health', () => {
     });
   });
 
+  it('resolves the alerts of a deleted device and opens no new ones for it', async () => {
+    const device = await t.createDevice(tree.hamletA.id);
+    const client = await connect(device.credentials);
+    await healthWhere(device.id, 'online', (x) => x.online);
+    await client.endAsync();
+    await healthWhere(device.id, 'offline', (x) => !x.online);
+    advance(11 * 60_000);
+    expect((await alerts('?state=open')).map((a) => a.kind)).toEqual(['offline']);
+
+    await t.request('DELETE', `/api/v1/devices/${device.id}`, { token: technician });
+    advance(10_000);
+    const all = (await t.request('GET', '/api/v1/alerts', { token: t.adminToken })).json<{ items: Alert[] }>()
+      .items;
+    expect(all.map((a) => [a.kind, a.state])).toEqual([['offline', 'resolved']]);
+    advance(60 * 60_000);
+    expect(
+      (await t.request('GET', '/api/v1/alerts?state=open', { token: t.adminToken })).json<{
+        items: Alert[];
+      }>().items,
+    ).toEqual([]);
+  });
+
   it('opens a fault alert at once and a degraded one only when it lasts', async () => {
     const device = await t.createDevice(tree.hamletA.id);
     const client = await connect(device.credentials);

@@ -23,6 +23,9 @@ export interface DeviceConnections {
   disconnect(deviceId: string, cause: KickCause): void;
 }
 
+/** Told when a device leaves the registry, so that live status and alerts forget it. */
+export type DeviceRemoved = (deviceId: string) => void;
+
 export function toDeviceView(row: DeviceRow): DeviceView {
   return {
     id: row.id,
@@ -59,6 +62,7 @@ export class DevicesService {
     private readonly areas: AreasService,
     private readonly audit: AuditService,
     private readonly connections: DeviceConnections,
+    private readonly removed: DeviceRemoved,
     private readonly clock: Clock,
   ) {}
 
@@ -131,6 +135,7 @@ export class DevicesService {
     const device = this.getVisible(actor, id);
     this.repo.delete(id);
     this.connections.disconnect(id, 'deleted');
+    this.removed(id);
     this.audit.record(actor, 'device.delete', { type: 'device', id }, { name: device.name });
   }
 

@@ -80,15 +80,17 @@ export class HealthService {
   }
 
   deviceDisconnected(deviceId: string, cause: OfflineCause): void {
+    if (cause === 'deleted') return; // forget() already dropped it
     const live = this.get(deviceId);
     if (!live) return;
     live.connected = false;
-    if (cause === 'deleted') {
-      this.live.delete(deviceId);
-      this.changed.delete(deviceId);
-      return;
-    }
     if (live.online) this.setPresence(deviceId, live, false, cause, this.clock.now());
+  }
+
+  /** The device was deleted: no more live status, and its open alerts resolve at the next evaluation. */
+  forget(deviceId: string): void {
+    this.live.delete(deviceId);
+    this.changed.delete(deviceId);
   }
 
   recordState(deviceId: string, state: DeviceState): void {
