@@ -86,7 +86,10 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
       drainTimeout: 15_000,
       maxTopicLevels: 8,
       connectTimeout: 15_000,
-      concurrency: 1_000,
+      // Unlimited: with a limit, device messages that nobody subscribes to (we listen on the 'publish'
+      // event) queue behind a broadcast's in-flight deliveries, and mqemitter drains that queue
+      // recursively — at 10,000 devices the stack overflowed and the process died (bench:commands).
+      concurrency: 0,
     });
     const broker = new DeviceBroker(aedes, options, log);
     broker.wire();

@@ -29,13 +29,69 @@ const REPLACEABLE_BY: Record<AckStatus, DeliveryStatus[]> = {
   rejected: ['pending', 'received', 'expired', 'offline'],
 };
 
-// SQLite allows 32,766 bound parameters per statement; 7 columns × 2,000 rows stays well below.
-const INSERT_CHUNK = 2_000;
-
 const inSubtree = (pathPrefix: string) => sql`${areas.path} LIKE ${likePrefix(pathPrefix)} ESCAPE '\\'`;
 
+/**
+ * The statements on the hot paths (one row per target, per ack, per reconnect) are prepared once: building
+ * and preparing a query per row cost several times more than SQLite's own work (bench:commands). Values
+ * bound to placeholders skip drizzle's column encoding, so timestamps go in as epoch milliseconds.
+ */
+function prepareStatements(db: Db) {
+  const p = sql.placeholder;
+  const ackUpdate = (status: AckStatus) =>
+    db
+      .update(commandDeliveries)
+      .set({ status, reason: sql`${p('reason')}`, updatedAt: sql`${p('at')}` })
+      .where(
+        and(
+          eq(commandDeliveries.commandId, p('commandId')),
+          eq(commandDeliveries.deviceId, p('deviceId')),
+          inArray(commandDeliveries.status, REPLACEABLE_BY[status]),
+        ),
+      )
+      .returning({ sentAt: commandDeliveries.sentAt })
+      .prepare();
+  return {
+    insertDelivery: db
+      .insert(commandDeliveries)
+      .values({
+        commandId: p('commandId'),
+        deviceId: p('deviceId'),
+        status: 'pending',
+        // Wrapped in sql`` so that drizzle does not try to encode them: they are bound as epoch ms.
+        sentAt: sql`${p('sentAt')}`,
+        expiresAt: sql`${p('expiresAt')}`,
+        updatedAt: sql`${p('updatedAt')}`,
+      })
+      .prepare(),
+    ack: {
+      received: ackUpdate('received'),
+      done: ackUpdate('done'),
+      failed: ackUpdate('failed'),
+      rejected: ackUpdate('rejected'),
+    } satisfies Record<AckStatus, unknown>,
+    pendingFor: db
+      .select({ command: commands })
+      .from(commandDeliveries)
+      .innerJoin(commands, eq(commandDeliveries.commandId, commands.id))
+      .where(
+        and(
+          eq(commandDeliveries.deviceId, p('deviceId')),
+          eq(commandDeliveries.status, 'pending'),
+          gt(commandDeliveries.expiresAt, p('now')),
+        ),
+      )
+      .orderBy(asc(commands.createdAt))
+      .prepare(),
+  };
+}
+
 export class CommandsRepository {
-  constructor(private readonly db: Db) {}
+  private readonly statements: ReturnType<typeof prepareStatements>;
+
+  constructor(private readonly db: Db) {
+    this.statements = prepareStatements(db);
+  }
 
   /** The command and one delivery row per target, atomically, with the audit entry written by `also`. */
   insert(
@@ -43,21 +99,19 @@ export class CommandsRepository {
     targets: readonly { deviceId: string; sentAt: Date | null }[],
     also: () => void,
   ): void {
+    const { insertDelivery } = this.statements;
+    const expiresAt = command.expiresAt.getTime();
+    const updatedAt = command.createdAt.getTime();
     this.db.transaction((tx) => {
       tx.insert(commands).values(command).run();
-      for (let i = 0; i < targets.length; i += INSERT_CHUNK) {
-        tx.insert(commandDeliveries)
-          .values(
-            targets.slice(i, i + INSERT_CHUNK).map((t) => ({
-              commandId: command.id,
-              deviceId: t.deviceId,
-              status: 'pending' as const,
-              sentAt: t.sentAt,
-              expiresAt: command.expiresAt,
-              updatedAt: command.createdAt,
-            })),
-          )
-          .run();
+      for (const t of targets) {
+        insertDelivery.run({
+          commandId: command.id,
+          deviceId: t.deviceId,
+          sentAt: t.sentAt?.getTime() ?? null,
+          expiresAt,
+          updatedAt,
+        });
       }
       also();
     });
@@ -65,21 +119,15 @@ export class CommandsRepository {
 
   /** Applies acks that move a delivery forward; returns those, with when the command was sent. */
   applyAcks(acks: readonly AckUpdate[]): { ack: AckUpdate; sentAt: Date | null }[] {
-    return this.db.transaction((tx) => {
+    return this.db.transaction(() => {
       const applied: { ack: AckUpdate; sentAt: Date | null }[] = [];
       for (const ack of acks) {
-        const [row] = tx
-          .update(commandDeliveries)
-          .set({ status: ack.status, reason: ack.reason, updatedAt: ack.at })
-          .where(
-            and(
-              eq(commandDeliveries.commandId, ack.commandId),
-              eq(commandDeliveries.deviceId, ack.deviceId),
-              inArray(commandDeliveries.status, REPLACEABLE_BY[ack.status]),
-            ),
-          )
-          .returning({ sentAt: commandDeliveries.sentAt })
-          .all();
+        const [row] = this.statements.ack[ack.status].all({
+          commandId: ack.commandId,
+          deviceId: ack.deviceId,
+          reason: ack.reason,
+          at: ack.at.getTime(),
+        });
         if (row) applied.push({ ack, sentAt: row.sentAt });
       }
       return applied;
@@ -88,20 +136,7 @@ export class CommandsRepository {
 
   /** Commands still waiting for this device and not yet expired, oldest first. */
   pendingFor(deviceId: string, now: Date): CommandRow[] {
-    return this.db
-      .select({ command: commands })
-      .from(commandDeliveries)
-      .innerJoin(commands, eq(commandDeliveries.commandId, commands.id))
-      .where(
-        and(
-          eq(commandDeliveries.deviceId, deviceId),
-          eq(commandDeliveries.status, 'pending'),
-          gt(commandDeliveries.expiresAt, now),
-        ),
-      )
-      .orderBy(asc(commands.createdAt))
-      .all()
-      .map((r) => r.command);
+    return this.statements.pendingFor.all({ deviceId, now: now.getTime() }).map((r) => r.command);
   }
 
   markSent(commandIds: readonly string[], deviceId: string, at: Date): void {

@@ -71,7 +71,34 @@ export interface SummaryRow {
 }
 
 export class HealthRepository {
-  constructor(private readonly db: Db) {}
+  /**
+   * Prepared once: it runs for every device that reported since the last flush. Values are bound raw
+   * (epoch ms, 0/1, JSON text), bypassing drizzle's encoders.
+   */
+  private readonly updateLive;
+
+  constructor(private readonly db: Db) {
+    const raw = (name: string) => sql`${sql.placeholder(name)}`;
+    this.updateLive = db
+      .update(devices)
+      .set({
+        online: raw('online'),
+        onlineSince: raw('onlineSince'),
+        lastSeenAt: raw('lastSeenAt'),
+        firmware: raw('firmware'),
+        volume: raw('volume'),
+        playing: raw('playing'),
+        stateAt: raw('stateAt'),
+        telemetry: raw('telemetry'),
+        telemetryAt: raw('telemetryAt'),
+        playbackFailures: raw('playbackFailures'),
+        health: raw('health'),
+        healthReasons: raw('healthReasons'),
+        healthSince: raw('healthSince'),
+      })
+      .where(eq(devices.id, sql.placeholder('id')))
+      .prepare();
+  }
 
   /** Everything the health service needs to know about every device at start-up. */
   loadAll(): ({ id: string } & LiveColumns)[] {
@@ -109,8 +136,27 @@ export class HealthRepository {
     transitions: readonly Transition[],
     samples: readonly Sample[],
   ): void {
+    const ms = (d: Date | null) => d?.getTime() ?? null;
+    const json = (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
     this.db.transaction((tx) => {
-      for (const [id, live] of changed) tx.update(devices).set(live).where(eq(devices.id, id)).run();
+      for (const [id, live] of changed) {
+        this.updateLive.run({
+          id,
+          online: live.online ? 1 : 0,
+          onlineSince: ms(live.onlineSince),
+          lastSeenAt: ms(live.lastSeenAt),
+          firmware: live.firmware,
+          volume: live.volume,
+          playing: json(live.playing),
+          stateAt: ms(live.stateAt),
+          telemetry: json(live.telemetry),
+          telemetryAt: ms(live.telemetryAt),
+          playbackFailures: live.playbackFailures,
+          health: live.health,
+          healthReasons: json(live.healthReasons),
+          healthSince: ms(live.healthSince),
+        });
+      }
       if (transitions.length > 0)
         tx.insert(presenceTransitions)
           .values([...transitions])
