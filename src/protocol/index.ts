@@ -96,7 +96,6 @@ export const commandSchema = z.discriminatedUnion('type', [
   z.object({ ...commandBase, type: z.literal('identify'), params: identifyParamsSchema }),
 ]);
 export type Command = z.infer<typeof commandSchema>;
-export type PlayParams = z.infer<typeof playParamsSchema>;
 
 /**
  * What a device must accept on `cmd` without crashing: any object with an id and a type. Unknown types
@@ -150,13 +149,6 @@ export const logSchema = z.object({
 });
 export type PlaybackLogEntry = z.infer<typeof logSchema>;
 
-/** Payload schema per device → server channel. */
-export const channelSchemas = {
-  ack: ackSchema,
-  state: stateSchema,
-  telemetry: telemetrySchema,
-  log: logSchema,
-} as const;
 
 /**
  * Parses an MQTT payload as UTF-8 JSON against a schema. Returns an error string instead of throwing:

@@ -56,4 +56,3 @@ export const commandDeliveries = sqliteTable(
 );
 
 export type CommandRow = typeof commands.$inferSelect;
-export type DeliveryRow = typeof commandDeliveries.$inferSelect;

@@ -76,6 +76,4 @@ export const alerts = sqliteTable(
   ],
 );
 
-export type PresenceTransitionRow = typeof presenceTransitions.$inferSelect;
-export type TelemetrySampleRow = typeof telemetrySamples.$inferSelect;
 export type AlertRow = typeof alerts.$inferSelect;
