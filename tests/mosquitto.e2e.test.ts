@@ -65,6 +65,9 @@ describe('third-party MQTT client (mosquitto-clients)', () => {
     '-P',
     device.credentials.password,
   ];
+  /** Publishes as the device, QoS 1, the way firmware would. */
+  const publish = (topic: string, message: string) =>
+    run('mosquitto_pub', [...auth(), '-i', device.id, '-t', topic, '-q', '1', '-m', message]).done;
 
   it('receives a command with mosquitto_sub and acknowledges it with mosquitto_pub', async () => {
     let received = '';
@@ -92,17 +95,7 @@ describe('third-party MQTT client (mosquitto-clients)', () => {
     });
 
     const ack = JSON.stringify({ id, status: 'done', at: new Date().toISOString() });
-    const pub = await run('mosquitto_pub', [
-      ...auth(),
-      '-i',
-      device.id,
-      '-t',
-      topics.ack(device.id),
-      '-q',
-      '1',
-      '-m',
-      ack,
-    ]).done;
+    const pub = await publish(topics.ack(device.id), ack);
     expect(pub.code).toBe(0);
     await waitFor(async () => {
       const detail = (await t.request('GET', `/api/v1/commands/${id}`, { token: t.adminToken })).json<{
@@ -114,17 +107,7 @@ describe('third-party MQTT client (mosquitto-clients)', () => {
 
   it('reports state with Vietnamese text intact', async () => {
     const state = JSON.stringify({ firmware: '2.0.1-bản-thử', volume: 55, playing: null });
-    const pub = await run('mosquitto_pub', [
-      ...auth(),
-      '-i',
-      device.id,
-      '-t',
-      topics.state(device.id),
-      '-q',
-      '1',
-      '-m',
-      state,
-    ]).done;
+    const pub = await publish(topics.state(device.id), state);
     expect(pub.code).toBe(0);
     const stored = await waitFor(async () => {
       const d = (await t.request('GET', `/api/v1/devices/${device.id}`, { token: t.adminToken })).json<{
@@ -173,17 +156,7 @@ describe('third-party MQTT client (mosquitto-clients)', () => {
 
   it('survives malformed payloads sent by a third-party client', async () => {
     for (const payload of ['not json', '{"id":', '[]']) {
-      const pub = await run('mosquitto_pub', [
-        ...auth(),
-        '-i',
-        device.id,
-        '-t',
-        topics.ack(device.id),
-        '-q',
-        '1',
-        '-m',
-        payload,
-      ]).done;
+      const pub = await publish(topics.ack(device.id), payload);
       expect(pub.code).toBe(0);
     }
     expect((await t.request('GET', '/healthz')).statusCode).toBe(200);
