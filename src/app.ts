@@ -193,7 +193,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       );
     }
     jobs.every('expire commands', options.expirySweepMs ?? 1_000, () => services.commands.expireDue());
-    jobs.every('store telemetry', 1_000, () => services.health.flush());
+    jobs.every('store telemetry', 1_000, () => services.health.flushInSlices());
     jobs.every('detect silent devices', Math.min(config.health.heartbeatMs, 5_000), () =>
       services.health.detectSilence(),
     );

@@ -79,3 +79,29 @@ describe('BatchWriter', () => {
     expect(writer.pending).toBe(0);
   });
 });
+
+describe('HealthRepository.write', () => {
+  it('stores a province-wide outage in one flush (more rows than SQLite binds in one statement)', async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { openDatabase } = await import('../src/db/index.js');
+    const { HealthRepository } = await import('../src/modules/health/health.repository.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-unit-'));
+    const { db, sqlite } = openDatabase(path.join(dir, 'loa.sqlite'));
+    try {
+      const at = new Date('2026-06-01T00:00:00Z');
+      const transitions = Array.from({ length: 10_000 }, (_, i) => ({
+        deviceId: `dev_${i}`,
+        at,
+        online: false,
+        cause: 'disconnect' as const,
+      }));
+      new HealthRepository(db).write(new Map(), transitions, []);
+      expect(sqlite.prepare('SELECT count(*) AS n FROM presence_transitions').get()).toEqual({ n: 10_000 });
+    } finally {
+      sqlite.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

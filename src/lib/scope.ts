@@ -1,3 +1,4 @@
+import { sql, type AnyColumn, type SQL } from 'drizzle-orm';
 import type { Role } from '../db/schema/index.js';
 
 /** The authenticated user a request acts as. */
@@ -15,7 +16,11 @@ export function inScope(actor: Actor, areaPath: string): boolean {
   return actor.areaPath === null || areaPath.startsWith(actor.areaPath);
 }
 
-/** Escapes a path for use as a LIKE prefix: ids contain `_`, which LIKE treats as a wildcard. */
-export function likePrefix(path: string): string {
-  return `${path.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+/**
+ * SQL for "this path column lies in the subtree whose path is `path`" (every path ends with '/'). A range
+ * on the path index rather than LIKE, which SQLite cannot serve from an index with an ESCAPE clause:
+ * every string starting with '/a/b/' sorts at or after it and before '/a/b0' ('0' follows '/').
+ */
+export function inSubtree(column: AnyColumn | SQL, path: string): SQL {
+  return sql`(${column} >= ${path} AND ${column} < ${`${path.slice(0, -1)}0`})`;
 }

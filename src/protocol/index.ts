@@ -149,7 +149,6 @@ export const logSchema = z.object({
 });
 export type PlaybackLogEntry = z.infer<typeof logSchema>;
 
-
 /**
  * Parses an MQTT payload as UTF-8 JSON against a schema. Returns an error string instead of throwing:
  * a malformed payload is logged and dropped, never allowed to crash the receiver.

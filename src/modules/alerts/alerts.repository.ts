@@ -1,4 +1,4 @@
-import { and, count, desc, eq, sql, type SQL } from 'drizzle-orm';
+import { and, count, desc, eq, type SQL } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import {
   alerts,
@@ -8,7 +8,7 @@ import {
   type AlertRow,
   type AlertState,
 } from '../../db/schema/index.js';
-import { likePrefix } from '../../lib/scope.js';
+import { inSubtree } from '../../lib/scope.js';
 
 export type AlertWithDevice = AlertRow & {
   deviceName: string | null;
@@ -74,8 +74,7 @@ export class AlertsRepository {
     offset: number;
   }) {
     const where: SQL[] = [];
-    if (filter.pathPrefix !== null)
-      where.push(sql`${areas.path} LIKE ${likePrefix(filter.pathPrefix)} ESCAPE '\\'`);
+    if (filter.pathPrefix !== null) where.push(inSubtree(areas.path, filter.pathPrefix));
     if (filter.state) where.push(eq(alerts.state, filter.state));
     if (filter.deviceId) where.push(eq(alerts.deviceId, filter.deviceId));
     const condition = and(...where);

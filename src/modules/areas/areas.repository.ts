@@ -1,7 +1,7 @@
 import { count, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { areas, devices, users, type AreaRow } from '../../db/schema/index.js';
-import { likePrefix } from '../../lib/scope.js';
+import { inSubtree } from '../../lib/scope.js';
 
 export class AreasRepository {
   constructor(private readonly db: Db) {}
@@ -26,9 +26,7 @@ export class AreasRepository {
   /** Every area whose path starts with `pathPrefix` (the whole table when null). */
   listSubtree(pathPrefix: string | null): AreaRow[] {
     const query = this.db.select().from(areas);
-    return pathPrefix === null
-      ? query.all()
-      : query.where(sql`${areas.path} LIKE ${likePrefix(pathPrefix)} ESCAPE '\\'`).all();
+    return pathPrefix === null ? query.all() : query.where(inSubtree(areas.path, pathPrefix)).all();
   }
 
   /** What still hangs off an area; deleting it would orphan these. */
@@ -51,7 +49,7 @@ export class AreasRepository {
       tx.update(areas).set({ parentId, updatedAt: at }).where(eq(areas.id, id)).run();
       tx.update(areas)
         .set({ path: sql`${newPath} || substr(${areas.path}, ${oldPath.length + 1})` })
-        .where(sql`${areas.path} LIKE ${likePrefix(oldPath)} ESCAPE '\\'`)
+        .where(inSubtree(areas.path, oldPath))
         .run();
     });
   }

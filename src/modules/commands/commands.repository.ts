@@ -9,7 +9,7 @@ import {
   type CommandRow,
   type DeliveryStatus,
 } from '../../db/schema/index.js';
-import { likePrefix } from '../../lib/scope.js';
+import { inSubtree } from '../../lib/scope.js';
 import type { AckStatus } from '../../protocol/index.js';
 
 export interface AckUpdate {
@@ -28,8 +28,6 @@ const REPLACEABLE_BY: Record<AckStatus, DeliveryStatus[]> = {
   failed: ['pending', 'received', 'expired', 'offline'],
   rejected: ['pending', 'received', 'expired', 'offline'],
 };
-
-const inSubtree = (pathPrefix: string) => sql`${areas.path} LIKE ${likePrefix(pathPrefix)} ESCAPE '\\'`;
 
 /**
  * The statements on the hot paths (one row per target, per ack, per reconnect) are prepared once: building
@@ -184,7 +182,7 @@ export class CommandsRepository {
       .from(commandDeliveries)
       .innerJoin(devices, eq(commandDeliveries.deviceId, devices.id))
       .innerJoin(areas, eq(devices.areaId, areas.id))
-      .where(and(eq(commandDeliveries.commandId, commandId), inSubtree(pathPrefix)))
+      .where(and(eq(commandDeliveries.commandId, commandId), inSubtree(areas.path, pathPrefix)))
       .limit(1)
       .get();
     return row !== undefined;
@@ -193,7 +191,7 @@ export class CommandsRepository {
   /** Per-device outcome; limited to devices in the subtree unless pathPrefix is null (admin). */
   deliveries(commandId: string, pathPrefix: string | null) {
     const where: SQL[] = [eq(commandDeliveries.commandId, commandId)];
-    if (pathPrefix !== null) where.push(inSubtree(pathPrefix));
+    if (pathPrefix !== null) where.push(inSubtree(areas.path, pathPrefix));
     return this.db
       .select({
         deviceId: commandDeliveries.deviceId,
@@ -224,7 +222,9 @@ export class CommandsRepository {
                 .from(commandDeliveries)
                 .innerJoin(devices, eq(commandDeliveries.deviceId, devices.id))
                 .innerJoin(areas, eq(devices.areaId, areas.id))
-                .where(and(eq(commandDeliveries.commandId, commands.id), inSubtree(filter.pathPrefix))),
+                .where(
+                  and(eq(commandDeliveries.commandId, commands.id), inSubtree(areas.path, filter.pathPrefix)),
+                ),
             ),
           );
     return this.db

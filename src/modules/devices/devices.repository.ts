@@ -1,13 +1,11 @@
 import { and, asc, count, desc, eq, inArray, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { areas, devices, type DeviceKind, type DeviceRow, type HealthLevel } from '../../db/schema/index.js';
-import { likePrefix } from '../../lib/scope.js';
+import { inSubtree } from '../../lib/scope.js';
 
 export type DeviceWithPath = DeviceRow & { areaPath: string };
 
 export type DeviceSort = 'name' | 'lastSeenAt' | '-lastSeenAt';
-
-const inSubtree = (pathPrefix: string) => sql`${areas.path} LIKE ${likePrefix(pathPrefix)} ESCAPE '\\'`;
 
 export class DevicesRepository {
   private readonly secretHashById;
@@ -52,7 +50,7 @@ export class DevicesRepository {
     offset: number;
   }): { rows: DeviceRow[]; total: number } {
     const where: SQL[] = [];
-    if (filter.pathPrefix !== null) where.push(inSubtree(filter.pathPrefix));
+    if (filter.pathPrefix !== null) where.push(inSubtree(areas.path, filter.pathPrefix));
     if (filter.kind) where.push(eq(devices.kind, filter.kind));
     if (filter.online !== undefined) where.push(eq(devices.online, filter.online));
     if (filter.health) where.push(eq(devices.health, filter.health));
@@ -93,7 +91,12 @@ export class DevicesRepository {
       .select({ id: devices.id })
       .from(devices)
       .innerJoin(areas, eq(devices.areaId, areas.id))
-      .where(sql.join(pathPrefixes.map(inSubtree), sql` OR `))
+      .where(
+        sql.join(
+          pathPrefixes.map((p) => inSubtree(areas.path, p)),
+          sql` OR `,
+        ),
+      )
       .all()
       .map((r) => r.id);
   }

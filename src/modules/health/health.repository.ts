@@ -1,4 +1,5 @@
 import { and, asc, desc, eq, gte, isNotNull, lte, sql } from 'drizzle-orm';
+import { inSubtree } from '../../lib/scope.js';
 import type { Db } from '../../db/index.js';
 import {
   areas,
@@ -8,7 +9,6 @@ import {
   type DeviceRow,
   type PresenceCause,
 } from '../../db/schema/index.js';
-import { likePrefix } from '../../lib/scope.js';
 import type { Telemetry } from '../../protocol/index.js';
 
 /** The live columns of a device, as the health service keeps them. */
@@ -76,9 +76,29 @@ export class HealthRepository {
    * (epoch ms, 0/1, JSON text), bypassing drizzle's encoders.
    */
   private readonly updateLive;
+  private readonly insertTransition;
+  private readonly insertSample;
 
   constructor(private readonly db: Db) {
     const raw = (name: string) => sql`${sql.placeholder(name)}`;
+    this.insertTransition = db
+      .insert(presenceTransitions)
+      .values({ deviceId: raw('deviceId'), at: raw('at'), online: raw('online'), cause: raw('cause') })
+      .prepare();
+    this.insertSample = db
+      .insert(telemetrySamples)
+      .values({
+        deviceId: raw('deviceId'),
+        at: raw('at'),
+        deviceAt: raw('deviceAt'),
+        uptimeS: raw('uptimeS'),
+        rssiDbm: raw('rssiDbm'),
+        supplyVoltage: raw('supplyVoltage'),
+        onBattery: raw('onBattery'),
+        ampTempC: raw('ampTempC'),
+        speakerFault: raw('speakerFault'),
+      })
+      .prepare();
     this.updateLive = db
       .update(devices)
       .set({
@@ -138,7 +158,7 @@ export class HealthRepository {
   ): void {
     const ms = (d: Date | null) => d?.getTime() ?? null;
     const json = (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
-    this.db.transaction((tx) => {
+    this.db.transaction(() => {
       for (const [id, live] of changed) {
         this.updateLive.run({
           id,
@@ -157,27 +177,27 @@ export class HealthRepository {
           healthSince: ms(live.healthSince),
         });
       }
-      if (transitions.length > 0)
-        tx.insert(presenceTransitions)
-          .values([...transitions])
-          .run();
-      // 10 columns a row: chunks of 1,000 stay below SQLite's bound-parameter limit.
-      for (let i = 0; i < samples.length; i += 1_000) {
-        tx.insert(telemetrySamples)
-          .values(
-            samples.slice(i, i + 1_000).map(({ deviceId, at, telemetry: t }) => ({
-              deviceId,
-              at,
-              deviceAt: new Date(t.at),
-              uptimeS: t.uptimeS,
-              rssiDbm: t.rssiDbm ?? null,
-              supplyVoltage: t.supplyVoltage ?? null,
-              onBattery: t.onBattery ?? null,
-              ampTempC: t.ampTempC ?? null,
-              speakerFault: t.speakerFault ?? null,
-            })),
-          )
-          .run();
+      const bit = (b: boolean | undefined) => (b === undefined ? null : b ? 1 : 0);
+      for (const t of transitions) {
+        this.insertTransition.run({
+          deviceId: t.deviceId,
+          at: t.at.getTime(),
+          online: bit(t.online),
+          cause: t.cause,
+        });
+      }
+      for (const { deviceId, at, telemetry: t } of samples) {
+        this.insertSample.run({
+          deviceId,
+          at: at.getTime(),
+          deviceAt: Date.parse(t.at),
+          uptimeS: t.uptimeS,
+          rssiDbm: t.rssiDbm ?? null,
+          supplyVoltage: t.supplyVoltage ?? null,
+          onBattery: bit(t.onBattery),
+          ampTempC: t.ampTempC ?? null,
+          speakerFault: bit(t.speakerFault),
+        });
       }
     });
   }
@@ -255,24 +275,20 @@ export class HealthRepository {
    * query over the indexed path prefix: a province of 10,000 devices answers in milliseconds.
    */
   summary(path: string): SummaryRow[] {
-    const rest = sql`substr(${areas.path}, ${path.length + 1})`;
-    const child = sql<string | null>`nullif(substr(${rest}, 1, instr(${rest}, '/') - 1), '')`;
-    const countWhere = (condition: ReturnType<typeof sql>) =>
-      sql<number>`sum(CASE WHEN ${condition} THEN 1 ELSE 0 END)`;
-    return this.db
-      .select({
-        childId: child,
-        total: sql<number>`count(*)`,
-        online: countWhere(sql`${devices.online} = 1`),
-        playing: countWhere(sql`${devices.playing} IS NOT NULL AND ${devices.online} = 1`),
-        ok: countWhere(sql`${devices.health} = 'ok'`),
-        degraded: countWhere(sql`${devices.health} = 'degraded'`),
-        fault: countWhere(sql`${devices.health} = 'fault'`),
-      })
-      .from(devices)
-      .innerJoin(areas, eq(devices.areaId, areas.id))
-      .where(sql`${areas.path} LIKE ${likePrefix(path)} ESCAPE '\\'`)
-      .groupBy(child)
-      .all();
+    // Count per area first (one pass over devices by area), then fold the areas of the subtree into the
+    // direct child they fall under: a province of 10,000 devices answers in a few milliseconds.
+    const rest = sql`substr(a.path, ${path.length + 1})`;
+    return this.db.all<SummaryRow>(sql`
+      WITH per_area AS (
+        SELECT area_id, count(*) AS total, sum(online) AS online,
+               sum(playing IS NOT NULL AND online = 1) AS playing,
+               sum(health = 'ok') AS ok, sum(health = 'degraded') AS degraded, sum(health = 'fault') AS fault
+        FROM ${devices} GROUP BY area_id)
+      SELECT nullif(substr(${rest}, 1, instr(${rest}, '/') - 1), '') AS childId,
+             sum(c.total) AS total, sum(c.online) AS online, sum(c.playing) AS playing,
+             sum(c.ok) AS ok, sum(c.degraded) AS degraded, sum(c.fault) AS fault
+      FROM per_area c JOIN ${areas} a ON a.id = c.area_id
+      WHERE ${inSubtree(sql`a.path`, path)}
+      GROUP BY childId`);
   }
 }

@@ -32,6 +32,7 @@ interface Live extends LiveColumns {
 }
 
 const MAX_POINTS = 500;
+const SLICE = 200;
 const DAY_MS = 86_400_000;
 const iso = (d: Date | null) => d?.toISOString() ?? null;
 
@@ -40,7 +41,7 @@ export class HealthService {
   private readonly changed = new Set<string>();
   private transitions: Transition[] = [];
   private samples: Sample[] = [];
-  private flushScheduled = false;
+  private slicing = false;
 
   constructor(
     private readonly repo: HealthRepository,
@@ -156,29 +157,54 @@ export class HealthService {
     return removed;
   }
 
+  /** Writes everything pending at once: on shutdown, and in tests. */
   flush(): void {
-    this.flushScheduled = false;
-    if (this.changed.size === 0 && this.transitions.length === 0 && this.samples.length === 0) return;
+    while (this.writeSlice(Number.POSITIVE_INFINITY));
+  }
+
+  /**
+   * Writes what is pending in slices of a few hundred rows, yielding to the event loop between slices:
+   * one transaction for 10,000 devices would hold up MQTT and HTTP for a quarter of a second.
+   */
+  flushInSlices(): void {
+    if (this.slicing) return;
+    if (!this.writeSlice(SLICE)) return;
+    this.slicing = true;
+    setImmediate(() => {
+      this.slicing = false;
+      this.flushInSlices();
+    });
+  }
+
+  /** Writes up to `max` devices and samples; true when more is pending. */
+  private writeSlice(max: number): boolean {
     const changed = new Map<string, LiveColumns>();
     for (const id of this.changed) {
+      if (changed.size >= max) break;
+      this.changed.delete(id);
       const live = this.live.get(id);
       if (!live) continue;
       const { lastHeardMs: _heard, connected: _connected, ...columns } = live;
       changed.set(id, columns);
     }
-    const transitions = this.transitions;
-    const samples = this.samples;
-    this.changed.clear();
-    this.transitions = [];
-    this.samples = [];
-    try {
-      this.repo.write(changed, transitions, samples);
-    } catch (err) {
-      this.log.error(
-        { err, devices: changed.size, samples: samples.length },
-        'failed to store device status',
-      );
+    const transitions = this.transitions.splice(0, max);
+    const samples = this.samples.splice(0, max);
+    if (changed.size > 0 || transitions.length > 0 || samples.length > 0) {
+      try {
+        this.repo.write(changed, transitions, samples);
+      } catch (err) {
+        // Live columns are rewritten from memory next time, and transitions are history worth a retry;
+        // telemetry samples are dropped rather than let memory grow while the database refuses writes.
+        for (const id of changed.keys()) this.changed.add(id);
+        this.transitions.unshift(...transitions);
+        this.log.error(
+          { err, devices: changed.size, samplesDropped: samples.length },
+          'failed to store device status',
+        );
+        return false;
+      }
     }
+    return this.changed.size > 0 || this.transitions.length > 0 || this.samples.length > 0;
   }
 
   // ---- reads ----
@@ -218,9 +244,10 @@ export class HealthService {
     };
   }
 
-  transitionsOf(deviceId: string, limit = 20) {
-    this.flush();
-    return this.repo.recentTransitions(deviceId, limit);
+  /** The latest transitions, newest first, including those not written yet (without waiting for them). */
+  transitionsOf(deviceId: string, limit = 20): Transition[] {
+    const pending = this.transitions.filter((t) => t.deviceId === deviceId).reverse();
+    return [...pending, ...this.repo.recentTransitions(deviceId, limit)].slice(0, limit);
   }
 
   /**
@@ -231,7 +258,6 @@ export class HealthService {
     deviceId: string,
     query: { from?: string | undefined; to?: string | undefined; metric?: Metric | undefined },
   ) {
-    this.flush();
     const to = query.to ? new Date(query.to) : this.clock.now();
     const from = query.from ? new Date(query.from) : new Date(to.getTime() - DAY_MS);
     const span = to.getTime() - from.getTime();
@@ -257,13 +283,11 @@ export class HealthService {
   }
 
   countByTopArea() {
-    this.flush();
     return this.repo.countByTopArea();
   }
 
   /** Counts for an area's whole subtree, broken down per direct sub-area, worst first. */
   summary(area: AreaRow, children: readonly AreaRow[]): AreaSummary {
-    this.flush();
     const rows = new Map(this.repo.summary(area.path).map((r) => [r.childId, r]));
     const counts = (r: SummaryRow | undefined) => {
       const c = r ?? { total: 0, online: 0, playing: 0, ok: 0, degraded: 0, fault: 0 };
@@ -365,9 +389,13 @@ export class HealthService {
 
   private touch(deviceId: string, urgent: boolean): void {
     this.changed.add(deviceId);
-    if (urgent && !this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
+    // Presence and health changes are written on the next tick; telemetry-only ones by the periodic job.
+    if (urgent && !this.slicing) {
+      this.slicing = true;
+      setImmediate(() => {
+        this.slicing = false;
+        this.flushInSlices();
+      });
     }
   }
 }

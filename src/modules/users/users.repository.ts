@@ -1,7 +1,7 @@
-import { asc, count, eq, sql } from 'drizzle-orm';
+import { asc, count, eq } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { areas, users, type UserRow } from '../../db/schema/index.js';
-import { likePrefix } from '../../lib/scope.js';
+import { inSubtree } from '../../lib/scope.js';
 
 export class UsersRepository {
   constructor(private readonly db: Db) {}
@@ -28,10 +28,7 @@ export class UsersRepository {
     const rows =
       pathPrefix === null
         ? query.orderBy(asc(users.username)).all()
-        : query
-            .where(sql`${areas.path} LIKE ${likePrefix(pathPrefix)} ESCAPE '\\'`)
-            .orderBy(asc(users.username))
-            .all();
+        : query.where(inSubtree(areas.path, pathPrefix)).orderBy(asc(users.username)).all();
     return rows.map((r) => r.user);
   }
 }

@@ -1,0 +1,2 @@
+DROP INDEX `devices_online_idx`;--> statement-breakpoint
+DROP INDEX `devices_health_idx`;
