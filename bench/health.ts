@@ -20,11 +20,25 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Fleet, login, type FleetOptions } from '../firmware-sim/src/index.js';
-import { createTechnician, metricValue, provisionTree, scrapeMetrics, type MetricSamples, type TreeShape } from './lib/health-api.js';
+import {
+  createTechnician,
+  metricValue,
+  provisionTree,
+  scrapeMetrics,
+  type MetricSamples,
+  type TreeShape,
+} from './lib/health-api.js';
 import { DbCounter, type RowCounts } from './lib/health-db.js';
 import { paceTelemetry } from './lib/health-pacer.js';
 import { Probe, type ProbeResult } from './lib/health-probes.js';
-import { clockTicksPerSecond, cpuTime, machineCpu, totalUs, type CpuTime, type MachineCpu } from './lib/health-proc.js';
+import {
+  clockTicksPerSecond,
+  cpuTime,
+  machineCpu,
+  totalUs,
+  type CpuTime,
+  type MachineCpu,
+} from './lib/health-proc.js';
 import { RawHealthBroker } from './lib/health-raw.js';
 import { startHealthServer } from './lib/health-server.js';
 import { failOnExit, openFileLimit, processMemory, progress } from './lib/processes.js';
@@ -44,7 +58,8 @@ Options:
   --warmup-s <s>     seconds of load after every device is connected, before measuring (default 15)
   --window-s <s>     length of the CPU / throughput window, seconds (default 30)
   --samples <n>      timed requests per endpoint, after 10 unmeasured rounds (default 200)
-  --gap-ms <ms>      pause after each timed request (default 20)
+  --gap-ms <ms>      mean pause after each timed request, drawn at random (exponential) so that the
+                     requests arrive independently of the server's periodic work (default 150)
   --tick-ms <ms>     telemetry send tick of the simulator; 0 keeps firmware-sim's own, bursty one
                      (default 10: a smooth stream, as real devices with random phases give)
   --skip-baseline    do not measure the bare Aedes broker
@@ -91,7 +106,7 @@ function parseOptions(): Options {
           'warmup-s': { type: 'string', default: '15' },
           'window-s': { type: 'string', default: '30' },
           samples: { type: 'string', default: '200' },
-          'gap-ms': { type: 'string', default: '20' },
+          'gap-ms': { type: 'string', default: '150' },
           'tick-ms': { type: 'string', default: '10' },
           'skip-baseline': { type: 'boolean', default: false },
           'cpu-prof': { type: 'string' },
@@ -113,14 +128,18 @@ function parseOptions(): Options {
   const number = (name: string, raw: string, min: number, integer: boolean): number => {
     const n = Number(raw);
     if (raw.trim() === '' || !Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
-      console.error(`--${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got "${raw}"\n\n${USAGE}`);
+      console.error(
+        `--${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got "${raw}"\n\n${USAGE}`,
+      );
       process.exit(64);
     }
     return n;
   };
   const tickMs = number('tick-ms', values['tick-ms'], 0, true);
   if (tickMs !== 0 && (tickMs < 5 || tickMs > 1_000)) {
-    console.error(`--tick-ms must be 0 or between 5 and 1000 (the simulator's bounds), got ${tickMs}\n\n${USAGE}`);
+    console.error(
+      `--tick-ms must be 0 or between 5 and 1000 (the simulator's bounds), got ${tickMs}\n\n${USAGE}`,
+    );
     process.exit(64);
   }
   return {
@@ -174,9 +193,12 @@ interface Snapshot {
 
 interface WindowResult {
   seconds: number;
-  /** Telemetry messages the server received (its own counter), or what the devices sent without one. */
+  /**
+   * Telemetry messages the server received, by its own count (Loa's loa_mqtt_messages_in_total, the bare
+   * broker's counter), or, for a Loa without a metrics endpoint, what the devices sent.
+   */
   telemetry: number;
-  telemetrySource: 'server metrics' | 'device side';
+  telemetrySource: 'server' | 'devices';
   telemetrySent: number;
   /** All MQTT messages the server received (telemetry plus anything else), when its metrics say. */
   messagesIn: number | null;
@@ -231,7 +253,7 @@ function windowResult(from: Snapshot, to: Snapshot): WindowResult {
   return {
     seconds: round(seconds, 2),
     telemetry,
-    telemetrySource: fromServer ? 'server metrics' : 'device side',
+    telemetrySource: fromServer ? 'server' : 'devices',
     telemetrySent,
     messagesIn: all0 !== undefined && all1 !== undefined ? all1 - all0 : null,
     telemetryPerS: round(telemetry / seconds, 1),
@@ -242,8 +264,12 @@ function windowResult(from: Snapshot, to: Snapshot): WindowResult {
     benchCpuPct: round(benchCpuPct, 1),
     machineBusyPct: round(machineBusy * 100, 1),
     othersCpuPct: round(Math.max(0, machineBusy * CORES * 100 - serverCpuPct - benchCpuPct), 1),
-    dbRowsPerS: from.rows && to.rows ? round((to.rows.telemetrySamples - from.rows.telemetrySamples) / seconds, 1) : null,
-    presenceTransitions: from.rows && to.rows ? to.rows.presenceTransitions - from.rows.presenceTransitions : null,
+    dbRowsPerS:
+      from.rows && to.rows
+        ? round((to.rows.telemetrySamples - from.rows.telemetrySamples) / seconds, 1)
+        : null,
+    presenceTransitions:
+      from.rows && to.rows ? to.rows.presenceTransitions - from.rows.presenceTransitions : null,
     eventLoopLagP99Ms: lagP99 === undefined ? null : round(lagP99 * 1000, 1),
     eventLoopLagMaxMs: lagMax === undefined ? null : round(lagMax * 1000, 1),
   };
@@ -262,7 +288,9 @@ async function main(): Promise<number> {
   }
   const fdLimit = openFileLimit();
   if (fdLimit !== undefined && N + FD_RESERVE > fdLimit) {
-    progress(`the open-file limit (${fdLimit}) is below ${N} device sockets + ${FD_RESERVE}: raise it (ulimit -n)`);
+    progress(
+      `the open-file limit (${fdLimit}) is below ${N} device sockets + ${FD_RESERVE}: raise it (ulimit -n)`,
+    );
     return 1;
   }
   const { serverHeartbeatS, simHeartbeatS } = heartbeat(options);
@@ -302,7 +330,12 @@ async function main(): Promise<number> {
     );
     progress('starting Loa' + (options.baseline ? ' and the bare Aedes baseline' : ''));
     const [loa, raw] = await Promise.all([
-      startHealthServer({ repoRoot, heartbeatS: serverHeartbeatS, maxConnectsPerSecond: MAX_CONNECTS_PER_S, cpuProfDir: options.cpuProfDir }),
+      startHealthServer({
+        repoRoot,
+        heartbeatS: serverHeartbeatS,
+        maxConnectsPerSecond: MAX_CONNECTS_PER_S,
+        cpuProfDir: options.cpuProfDir,
+      }),
       options.baseline ? RawHealthBroker.start(repoRoot) : Promise.resolve(undefined),
     ]);
     const watch = failOnExit(raw ? [loa.child, raw.child] : [loa.child]);
@@ -315,10 +348,14 @@ async function main(): Promise<number> {
 
     const adminToken = await login(loa.api, 'admin', loa.adminPassword);
     const t = performance.now();
-    progress(`provisioning ${N} devices through the API (province → ${TREE.districts} districts → communes → hamlets)`);
+    progress(
+      `provisioning ${N} devices through the API (province → ${TREE.districts} districts → communes → hamlets)`,
+    );
     const tree = await provisionTree(loa.api, adminToken, N, TREE, 20);
     const provisionMs = Math.round(performance.now() - t);
-    progress(`provisioned ${tree.credentials.length} devices (${tree.stations} stations, ${tree.clusters} clusters) in ${provisionMs} ms`);
+    progress(
+      `provisioned ${tree.credentials.length} devices (${tree.stations} stations, ${tree.clusters} clusters) in ${provisionMs} ms`,
+    );
     const technician = await createTechnician(loa.api, adminToken, tree.provinceId);
     const technicianToken = await login(loa.api, technician.username, technician.password);
 
@@ -337,7 +374,10 @@ async function main(): Promise<number> {
       connectTimeoutMs: 120_000,
     };
     let sent = 0;
-    const connectFleet = async (name: string, mqttUrl: string): Promise<{ fleet: Fleet; connectMs: number }> => {
+    const connectFleet = async (
+      name: string,
+      mqttUrl: string,
+    ): Promise<{ fleet: Fleet; connectMs: number }> => {
       const fleet = new Fleet(tree.credentials, { ...fleetOptions, mqttUrl });
       // Fleet forwards no telemetry events; each device emits one as it publishes (a count, for the
       // device-side cross-check of the server's counter).
@@ -351,7 +391,10 @@ async function main(): Promise<number> {
       progress(`connecting ${N} simulated devices to ${name}`);
       const report = await Promise.race([fleet.connectAll(), watch.failed]);
       if (report.failed.length > 0) {
-        const sample = report.failed.slice(0, 3).map((f) => `${f.deviceId}: ${f.error}`).join('; ');
+        const sample = report.failed
+          .slice(0, 3)
+          .map((f) => `${f.deviceId}: ${f.error}`)
+          .join('; ');
         throw new Error(`${name}: ${report.failed.length} of ${N} devices did not connect (${sample})`);
       }
       progress(`connected in ${report.elapsedMs} ms`);
@@ -366,12 +409,21 @@ async function main(): Promise<number> {
     cleanups.push(async () => db.close());
     const loaSnapshot = async (): Promise<Snapshot> => {
       // The scrape first, then the counters: the scrape's own cost falls inside the window at its end and
-      // outside it at its start, so each window pays for exactly one. It also brings the database up to
-      // date (reading device counts flushes the pending telemetry), so the row count read right after
-      // it matches the message count.
+      // outside it at its start, so each window pays for exactly one. Today the scrape also writes the
+      // server's pending telemetry (its device gauge flushes first), so the row count read right after it
+      // matches the message count; without that flush the two differ by at most one flush interval
+      // (1 s of rows, ±3 % of a 30 s window).
       const metrics = await scrapeMetrics(loa.api, loa.metricsToken);
       const [cpu, machine] = await Promise.all([cpuTime(loa.child.pid, ticksPerS), machineCpu()]);
-      return { at: performance.now(), metrics, cpu, machine, bench: process.cpuUsage(), sent, rows: db.counts() };
+      return {
+        at: performance.now(),
+        metrics,
+        cpu,
+        machine,
+        bench: process.cpuUsage(),
+        sent,
+        rows: db.counts(),
+      };
     };
 
     progress(`measuring the steady state for ${options.windowS} s (no API requests)`);
@@ -379,7 +431,8 @@ async function main(): Promise<number> {
     await wait(options.windowS * 1000);
     const w1 = await loaSnapshot();
     const steady = windowResult(w0, w1);
-    if (steady.telemetrySource === 'device side') progress('the server has no /metrics: telemetry counted on the device side');
+    if (steady.telemetrySource === 'devices')
+      progress('the server has no /metrics: telemetry counted on the device side');
     progress(
       `steady state: ${steady.telemetryPerS} telemetry/s, server ${steady.serverCpuPct} % CPU = ${steady.serverCpuUsPerMsg} µs/message, ` +
         `${steady.dbRowsPerS ?? '?'} rows/s, event-loop lag p99 ${steady.eventLoopLagP99Ms ?? '?'} ms`,
@@ -390,21 +443,39 @@ async function main(): Promise<number> {
     const silentForS = 2 * serverHeartbeatS;
     const endpoints = [
       { name: 'summary', path: `/api/v1/areas/${tree.provinceId}/summary` },
-      { name: 'list', path: `/api/v1/devices?areaId=${district}&online=true&health=ok&sort=lastSeenAt&limit=50` },
+      {
+        name: 'list',
+        path: `/api/v1/devices?areaId=${district}&online=true&health=ok&sort=lastSeenAt&limit=50`,
+      },
       // "Who has gone quiet?": devices not heard from for two heartbeats, longest silent first.
-      { name: 'listSilent', path: `/api/v1/devices?areaId=${district}&silentForS=${silentForS}&sort=lastSeenAt&limit=50` },
+      {
+        name: 'listSilent',
+        path: `/api/v1/devices?areaId=${district}&silentForS=${silentForS}&sort=lastSeenAt&limit=50`,
+      },
     ];
-    progress(`timing ${endpoints.length} endpoints × ${options.samples} requests, ${options.gapMs} ms apart, as a province technician`);
+    progress(
+      `timing ${endpoints.length} endpoints × ${options.samples} requests in random order, ${options.gapMs} ms apart on average, as a province technician`,
+    );
     const probe = await Probe.start(repoRoot);
     cleanups.push(() => probe.stop());
     const p0 = await loaSnapshot();
-    const probeTimeoutMs = 60_000 + (options.samples + PROBE_WARMUP) * endpoints.length * (options.gapMs + 1_000);
-    const job = { api: loa.api, token: technicianToken, endpoints, samples: options.samples, warmup: PROBE_WARMUP, gapMs: options.gapMs };
+    const probeTimeoutMs =
+      60_000 + (options.samples + PROBE_WARMUP) * endpoints.length * (5 * options.gapMs + 1_000);
+    const job = {
+      api: loa.api,
+      token: technicianToken,
+      endpoints,
+      samples: options.samples,
+      warmup: PROBE_WARMUP,
+      gapMs: options.gapMs,
+    };
     const probes = await Promise.race([probe.run(job, probeTimeoutMs), watch.failed]);
     const p1 = await loaSnapshot();
     await probe.stop();
     const underQueries = windowResult(p0, p1);
     const memory = await processMemory(loa.child.pid);
+    // Closed before the server stops: a reader left open would keep its WAL from being checkpointed.
+    db.close();
 
     const latency = (name: string): ProbeResult => {
       const result = probes.find((p) => p.name === name);
@@ -415,18 +486,27 @@ async function main(): Promise<number> {
     const listProbe = latency('list');
     const silentProbe = latency('listSilent');
     const stats = (p: ProbeResult) => ({ ...summarize(p.latenciesMs), errors: p.errors });
-    const latencies = { summary: stats(summaryProbe), list: stats(listProbe), listSilent: stats(silentProbe) };
+    const latencies = {
+      summary: stats(summaryProbe),
+      list: stats(listProbe),
+      listSilent: stats(silentProbe),
+    };
     progress(
       `summary p50 ${latencies.summary.p50Ms} ms p99 ${latencies.summary.p99Ms} ms; list p50 ${latencies.list.p50Ms} ms ` +
         `p99 ${latencies.list.p99Ms} ms; silent list p50 ${latencies.listSilent.p50Ms} ms p99 ${latencies.listSilent.p99Ms} ms`,
     );
 
     // What the endpoints said, to check the load was what it should be: every device online and ok.
-    const lastSummary = parseJson(summaryProbe.lastBody) as { total?: number; online?: number; ok?: number } | undefined;
+    const lastSummary = parseJson(summaryProbe.lastBody) as
+      { total?: number; online?: number; ok?: number } | undefined;
     const lastList = parseJson(listProbe.lastBody) as { total?: number } | undefined;
     const lastSilent = parseJson(silentProbe.lastBody) as { total?: number } | undefined;
     const answered = {
-      summary: { total: lastSummary?.total ?? null, online: lastSummary?.online ?? null, ok: lastSummary?.ok ?? null },
+      summary: {
+        total: lastSummary?.total ?? null,
+        online: lastSummary?.online ?? null,
+        ok: lastSummary?.ok ?? null,
+      },
       listTotal: lastList?.total ?? null,
       listSilentTotal: lastSilent?.total ?? null,
     };
@@ -441,36 +521,56 @@ async function main(): Promise<number> {
     await loa.stop();
 
     // ---- baseline: the same devices and telemetry to a bare Aedes broker ----
+    // Loa's figures are complete by now: a baseline that fails is reported as such, not as a failed run.
     let baseline: (WindowResult & { connectMs: number; clientsConnected: number }) | null = null;
+    let baselineError: string | null = null;
     if (raw) {
-      const rawSide = await connectFleet('the bare Aedes broker', raw.mqttUrl);
-      progress(`warming up for ${options.warmupS} s under load`);
-      await sleep(options.warmupS * 1000);
-      const rawSnapshot = async (): Promise<Snapshot & { count: Awaited<ReturnType<RawHealthBroker['count']>> }> => {
-        const count = await raw.count();
-        const [cpu, machine] = await Promise.all([cpuTime(raw.child.pid, ticksPerS), machineCpu()]);
-        return { at: performance.now(), metrics: undefined, cpu, machine, bench: process.cpuUsage(), sent, rows: undefined, count };
-      };
-      progress(`measuring the bare broker for ${options.windowS} s`);
-      const r0 = await rawSnapshot();
-      await sleep(options.windowS * 1000);
-      const r1 = await rawSnapshot();
-      const result = windowResult(r0, r1);
-      // The broker's own count of telemetry publishes, the counterpart of Loa's counter.
-      const telemetry = r1.count.telemetry - r0.count.telemetry;
-      const cpuUs = totalUs(r1.cpu) - totalUs(r0.cpu);
-      baseline = {
-        ...result,
-        telemetry,
-        telemetrySource: 'server metrics',
-        messagesIn: r1.count.messages - r0.count.messages,
-        telemetryPerS: round(telemetry / result.seconds, 1),
-        serverCpuUsPerMsg: round(cpuUs / telemetry, 1),
-        connectMs: rawSide.connectMs,
-        clientsConnected: r1.count.clients,
-      };
-      progress(`bare broker: ${baseline.telemetryPerS} telemetry/s, ${baseline.serverCpuPct} % CPU = ${baseline.serverCpuUsPerMsg} µs/message`);
-      await rawSide.fleet.closeAll();
+      try {
+        const rawSide = await connectFleet('the bare Aedes broker', raw.mqttUrl);
+        progress(`warming up for ${options.warmupS} s under load`);
+        await sleep(options.warmupS * 1000);
+        const rawSnapshot = async (): Promise<
+          Snapshot & { count: Awaited<ReturnType<RawHealthBroker['count']>> }
+        > => {
+          const count = await raw.count();
+          const [cpu, machine] = await Promise.all([cpuTime(raw.child.pid, ticksPerS), machineCpu()]);
+          return {
+            at: performance.now(),
+            metrics: undefined,
+            cpu,
+            machine,
+            bench: process.cpuUsage(),
+            sent,
+            rows: undefined,
+            count,
+          };
+        };
+        progress(`measuring the bare broker for ${options.windowS} s`);
+        const r0 = await rawSnapshot();
+        await sleep(options.windowS * 1000);
+        const r1 = await rawSnapshot();
+        const result = windowResult(r0, r1);
+        // The broker's own count of telemetry publishes, the counterpart of Loa's counter.
+        const telemetry = r1.count.telemetry - r0.count.telemetry;
+        const cpuUs = totalUs(r1.cpu) - totalUs(r0.cpu);
+        baseline = {
+          ...result,
+          telemetry,
+          telemetrySource: 'server',
+          messagesIn: r1.count.messages - r0.count.messages,
+          telemetryPerS: round(telemetry / result.seconds, 1),
+          serverCpuUsPerMsg: round(cpuUs / telemetry, 1),
+          connectMs: rawSide.connectMs,
+          clientsConnected: r1.count.clients,
+        };
+        progress(
+          `bare broker: ${baseline.telemetryPerS} telemetry/s, ${baseline.serverCpuPct} % CPU = ${baseline.serverCpuUsPerMsg} µs/message`,
+        );
+        await rawSide.fleet.closeAll();
+      } catch (err) {
+        baselineError = err instanceof Error ? err.message : String(err);
+        progress(`the baseline failed: ${baselineError}`);
+      }
     }
 
     progress('cleaning up');
@@ -493,7 +593,13 @@ async function main(): Promise<number> {
         simulatedHeartbeatS: round(simHeartbeatS, 3),
         serverHeartbeatS,
         expectedTelemetryPerS: round(expectedPerS, 1),
-        tree: { ...TREE, communes: tree.communes, hamlets: tree.hamlets, stations: tree.stations, clusters: tree.clusters },
+        tree: {
+          ...TREE,
+          communes: tree.communes,
+          hamlets: tree.hamlets,
+          stations: tree.stations,
+          clusters: tree.clusters,
+        },
         warmupS: options.warmupS,
         windowS: options.windowS,
         samples: options.samples,
@@ -511,8 +617,14 @@ async function main(): Promise<number> {
       serverSideHttp: serverSide,
       answered,
       endpoints: Object.fromEntries(endpoints.map((e) => [e.name, e.path])),
-      memory: memory ? { rssMb: round(memory.rssMb, 1), peakRssMb: memory.peakRssMb === undefined ? null : round(memory.peakRssMb, 1) } : null,
+      memory: memory
+        ? {
+            rssMb: round(memory.rssMb, 1),
+            peakRssMb: memory.peakRssMb === undefined ? null : round(memory.peakRssMb, 1),
+          }
+        : null,
       baseline,
+      baselineError,
       loaOverUsPerMsg: baseline ? round(steady.serverCpuUsPerMsg - baseline.serverCpuUsPerMsg, 1) : null,
       ratioToBaseline: baseline ? round(steady.serverCpuUsPerMsg / baseline.serverCpuUsPerMsg, 2) : null,
       target: {
@@ -543,7 +655,9 @@ async function main(): Promise<number> {
       serverRssMb: rssMb,
     };
     // Waits for the write: process.exit() right after could cut the line short on a slow pipe.
-    await new Promise<void>((resolve) => process.stdout.write(`${JSON.stringify(detail)}\n${JSON.stringify(summary)}\n`, () => resolve()));
+    await new Promise<void>((resolve) =>
+      process.stdout.write(`${JSON.stringify(detail)}\n${JSON.stringify(summary)}\n`, () => resolve()),
+    );
     if (!complete) progress(`INCOMPLETE: ${JSON.stringify(detail.checks)} (see the detail line)`);
     return complete ? 0 : 2;
   } finally {
@@ -564,14 +678,20 @@ function parseJson(text: string): unknown {
  * response sent, so without the time a request waits in the socket before the event loop reads it): how
  * many answered within 50 ms. Cumulative since the server started, so the warm-up requests are included.
  */
-function serverHistogram(metrics: MetricSamples | undefined, routes: string[]): Record<string, { count: number; within50Ms: number; meanMs: number }> | null {
+function serverHistogram(
+  metrics: MetricSamples | undefined,
+  routes: string[],
+): Record<string, { count: number; within50Ms: number; meanMs: number }> | null {
   if (!metrics) return null;
   const out: Record<string, { count: number; within50Ms: number; meanMs: number }> = {};
   for (const route of routes) {
     const labels = { method: 'GET', route, status_code: '200' };
     const count = metricValue(metrics, 'loa_http_request_duration_seconds_count', labels);
     const sum = metricValue(metrics, 'loa_http_request_duration_seconds_sum', labels);
-    const within = metricValue(metrics, 'loa_http_request_duration_seconds_bucket', { ...labels, le: '0.05' });
+    const within = metricValue(metrics, 'loa_http_request_duration_seconds_bucket', {
+      ...labels,
+      le: '0.05',
+    });
     if (count === undefined || sum === undefined || within === undefined) continue;
     out[route] = { count, within50Ms: within, meanMs: round((sum / count) * 1000, 2) };
   }

@@ -43,13 +43,23 @@ export async function provisionTree(
   const communeIds: string[] = [];
   const hamletIds: string[] = [];
   for (let d = 1; d <= shape.districts; d += 1) {
-    const districtId = await createArea(api, token, { name: `Huyện ${d}`, level: 'district', parentId: provinceId });
+    const districtId = await createArea(api, token, {
+      name: `Huyện ${d}`,
+      level: 'district',
+      parentId: provinceId,
+    });
     districtIds.push(districtId);
     for (let c = 1; c <= shape.communesPerDistrict; c += 1) {
-      const communeId = await createArea(api, token, { name: `Xã ${d}.${c}`, level: 'commune', parentId: districtId });
+      const communeId = await createArea(api, token, {
+        name: `Xã ${d}.${c}`,
+        level: 'commune',
+        parentId: districtId,
+      });
       communeIds.push(communeId);
       for (let h = 1; h <= shape.hamletsPerCommune; h += 1) {
-        hamletIds.push(await createArea(api, token, { name: `Thôn ${d}.${c}.${h}`, level: 'hamlet', parentId: communeId }));
+        hamletIds.push(
+          await createArea(api, token, { name: `Thôn ${d}.${c}.${h}`, level: 'hamlet', parentId: communeId }),
+        );
       }
     }
   }
@@ -58,16 +68,24 @@ export async function provisionTree(
   const stations = Math.min(devices, communeIds.length);
   const clusters = devices - stations;
   const plan: { name: string; kind: 'station' | 'cluster'; areaId: string }[] = [];
-  communeIds.slice(0, stations).forEach((areaId, i) => plan.push({ name: `Đài xã ${i + 1}`, kind: 'station', areaId }));
+  communeIds
+    .slice(0, stations)
+    .forEach((areaId, i) => plan.push({ name: `Đài xã ${i + 1}`, kind: 'station', areaId }));
   for (let i = 0; i < clusters; i += 1) {
     // Round robin: hamlet sizes differ by at most one device.
     const hamlet = i % hamletIds.length;
     const areaId = hamletIds[hamlet];
     if (areaId === undefined) throw new Error('no hamlets to place clusters in');
-    plan.push({ name: `Cụm loa ${hamlet + 1}-${Math.floor(i / hamletIds.length) + 1}`, kind: 'cluster', areaId });
+    plan.push({
+      name: `Cụm loa ${hamlet + 1}-${Math.floor(i / hamletIds.length) + 1}`,
+      kind: 'cluster',
+      areaId,
+    });
   }
 
-  const credentials: (DeviceCredentials | undefined)[] = new Array<DeviceCredentials | undefined>(plan.length);
+  const credentials: (DeviceCredentials | undefined)[] = new Array<DeviceCredentials | undefined>(
+    plan.length,
+  );
   let next = 0;
   let done = 0;
   let nextReport = 0.1;
@@ -99,14 +117,24 @@ export async function provisionTree(
  * A technician of the province: the role the health views are for (admins may read them too). Querying
  * as a scoped user rather than as the admin also exercises the area-scope checks every real request pays.
  */
-export async function createTechnician(api: string, adminToken: string, areaId: string): Promise<{ username: string; password: string }> {
-  const user = { username: 'bench-technician', password: 'bench-technician-password', role: 'technician', areaId };
+export async function createTechnician(
+  api: string,
+  adminToken: string,
+  areaId: string,
+): Promise<{ username: string; password: string }> {
+  const user = {
+    username: 'bench-technician',
+    password: 'bench-technician-password',
+    role: 'technician',
+    areaId,
+  };
   const response = await fetch(`${api}/api/v1/users`, {
     method: 'POST',
     headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
     body: JSON.stringify(user),
   });
-  if (!response.ok) throw new Error(`POST /api/v1/users: HTTP ${response.status}: ${(await response.text()).slice(0, 300)}`);
+  if (!response.ok)
+    throw new Error(`POST /api/v1/users: HTTP ${response.status}: ${(await response.text()).slice(0, 300)}`);
   return { username: user.username, password: user.password };
 }
 
@@ -144,6 +172,10 @@ export function parsePrometheus(text: string): MetricSamples {
 }
 
 /** The value of the first sample of `name` whose labels include `labels`, or undefined. */
-export function metricValue(samples: MetricSamples, name: string, labels: Record<string, string> = {}): number | undefined {
+export function metricValue(
+  samples: MetricSamples,
+  name: string,
+  labels: Record<string, string> = {},
+): number | undefined {
   return samples.get(name)?.find((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
 }

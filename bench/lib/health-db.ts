@@ -38,7 +38,8 @@ export class DbCounter {
     };
   }
 
+  /** Idempotent: the bench closes it as soon as it is done, and the clean-up closes it on failure. */
   close(): void {
-    this.db.close();
+    if (this.db.open) this.db.close();
   }
 }

@@ -28,12 +28,13 @@ export type ProbeRequest = {
   samples: number;
   /** Unmeasured rounds first. */
   warmup: number;
-  /** Pause after each request, ms. */
+  /** Mean pause after each request, ms (exponentially distributed: see health-probe.ts). */
   gapMs: number;
 };
 
 /** probe → bench */
-export type ProbeReply = { type: 'ready' } | { type: 'done'; results: ProbeResult[] } | { type: 'failed'; error: string };
+export type ProbeReply =
+  { type: 'ready' } | { type: 'done'; results: ProbeResult[] } | { type: 'failed'; error: string };
 
 /**
  * The probe process. Started, and ready, before anything is measured: loading it (tsx compiling
@@ -43,7 +44,13 @@ export class Probe {
   private constructor(private readonly child: Child) {}
 
   static async start(repoRoot: string): Promise<Probe> {
-    const child = Child.start({ name: 'probe', script: 'bench/lib/health-probe.ts', cwd: repoRoot, env: process.env, ipc: true });
+    const child = Child.start({
+      name: 'probe',
+      script: 'bench/lib/health-probe.ts',
+      cwd: repoRoot,
+      env: process.env,
+      ipc: true,
+    });
     const probe = new Probe(child);
     try {
       await probe.next((m) => (m.type === 'ready' ? true : undefined), 60_000);

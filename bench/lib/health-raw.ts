@@ -20,7 +20,13 @@ export class RawHealthBroker {
   ) {}
 
   static async start(repoRoot: string): Promise<RawHealthBroker> {
-    const child = Child.start({ name: 'raw', script: 'bench/lib/health-raw-broker.ts', cwd: repoRoot, env: process.env, ipc: true });
+    const child = Child.start({
+      name: 'raw',
+      script: 'bench/lib/health-raw-broker.ts',
+      cwd: repoRoot,
+      env: process.env,
+      ipc: true,
+    });
     try {
       const { port } = await reply(child, 'listening', 60_000);
       return new RawHealthBroker(child, `mqtt://${LOOPBACK}:${port}`);
@@ -42,7 +48,11 @@ export class RawHealthBroker {
 }
 
 /** The next IPC message of a type from the child; fails on timeout or if the child exits first. */
-async function reply<T extends RawHealthReply['type']>(child: Child, type: T, timeoutMs: number): Promise<ReplyOf<T>> {
+async function reply<T extends RawHealthReply['type']>(
+  child: Child,
+  type: T,
+  timeoutMs: number,
+): Promise<ReplyOf<T>> {
   const proc = child.process;
   let onMessage: ((message: RawHealthReply) => void) | undefined;
   let onExit: (() => void) | undefined;
