@@ -15,6 +15,8 @@ export interface LoaServer {
   api: string;
   /** mqtt://127.0.0.1:<port> */
   mqttUrl: string;
+  /** The SQLite file, for read-only row counts from a bench. */
+  databaseFile: string;
   adminPassword: string;
   /** Stops the server (gracefully, then by force) and deletes its data directory. */
   stop(): Promise<void>;
@@ -25,7 +27,9 @@ export interface StartLoaOptions {
   /** Connects accepted per second by the broker's preConnect cap (MQTT_MAX_CONNECTS_PER_S). */
   maxConnectsPerSecond: number;
   /** Directory for a V8 CPU profile of the server (written when it exits), or undefined for none. */
-  cpuProfDir?: string;
+  cpuProfDir?: string | undefined;
+  /** More environment for the server (a benchmark's own settings). */
+  env?: Record<string, string>;
 }
 
 export async function startLoa(options: StartLoaOptions): Promise<LoaServer> {
@@ -53,6 +57,9 @@ export async function startLoa(options: StartLoaOptions): Promise<LoaServer> {
       LOG_PRETTY: 'false',
       ADMIN_PASSWORD: adminPassword,
       MQTT_MAX_CONNECTS_PER_S: String(options.maxConnectsPerSecond),
+      // Deliveries of webhooks for alerts would leave the machine: never, whatever the caller's env says.
+      ALERT_WEBHOOK_URL: '',
+      ...options.env,
       BENCH_REMOVE_ON_EXIT: dataDir,
     },
     nodeFlags: options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] : [],
@@ -69,7 +76,14 @@ export async function startLoa(options: StartLoaOptions): Promise<LoaServer> {
     await stop();
     throw err;
   }
-  return { child, api, mqttUrl: `mqtt://${LOOPBACK}:${mqttPort}`, adminPassword, stop };
+  return {
+    child,
+    api,
+    mqttUrl: `mqtt://${LOOPBACK}:${mqttPort}`,
+    databaseFile: path.join(dataDir, 'loa.sqlite'),
+    adminPassword,
+    stop,
+  };
 }
 
 /** Polls /healthz until it answers 200; fails early if the server process dies (bad config, port taken). */
@@ -110,7 +124,12 @@ async function call<T>(
   return schema.parse(JSON.parse(text));
 }
 
-const acceptedSchema = z.object({ id: z.string(), targets: z.number(), sent: z.number(), expiresAt: z.string() });
+const acceptedSchema = z.object({
+  id: z.string(),
+  targets: z.number(),
+  sent: z.number(),
+  expiresAt: z.string(),
+});
 export type CommandAccepted = z.infer<typeof acceptedSchema>;
 
 /** POST /api/v1/commands: one play of a media file to every device under the given areas. */
@@ -125,7 +144,9 @@ export function sendPlay(
 }
 
 const STATUSES = ['pending', 'received', 'done', 'failed', 'rejected', 'expired', 'offline'] as const;
-const countsSchema = z.object(Object.fromEntries(STATUSES.map((s) => [s, z.number()])) as Record<(typeof STATUSES)[number], z.ZodNumber>);
+const countsSchema = z.object(
+  Object.fromEntries(STATUSES.map((s) => [s, z.number()])) as Record<(typeof STATUSES)[number], z.ZodNumber>,
+);
 const detailSchema = z.object({ counts: countsSchema });
 export type DeliveryCounts = z.infer<typeof countsSchema>;
 
