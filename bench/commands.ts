@@ -27,7 +27,14 @@ import {
 } from '../firmware-sim/src/index.js';
 import { newId } from '../src/lib/ids.js';
 import { deliveryCounts, sendPlay, startLoa, type DeliveryCounts, type LoaServer } from './lib/loa.js';
-import { failOnExit, openFileLimit, processMemory, progress, type Memory } from './lib/processes.js';
+import {
+  cleanupScope,
+  failOnExit,
+  openFileLimit,
+  processMemory,
+  progress,
+  type Memory,
+} from './lib/processes.js';
 import { RawBroker } from './lib/raw.js';
 import { medianBy, round, summarize, type LatencySummary } from './lib/stats.js';
 
@@ -250,7 +257,10 @@ async function guarded<T>(ctx: Context, call: Promise<T>): Promise<T> {
   try {
     return await Promise.race([call, ctx.brokerDied]);
   } catch (err) {
-    const died = await Promise.race([ctx.brokerDied.catch((cause: unknown) => cause), sleep(1_000, undefined)]);
+    const died = await Promise.race([
+      ctx.brokerDied.catch((cause: unknown) => cause),
+      sleep(1_000, undefined),
+    ]);
     throw died ?? err;
   }
 }
@@ -338,7 +348,12 @@ function rawPayload(template: CommandEvent['command']): { id: string; json: stri
  * process: as with Loa's POST, the clock starts when the bench asks another process to broadcast, so both
  * figures include one local inter-process hop and everything the broker process does after it.
  */
-async function rawRound(ctx: Context, fleet: Fleet, label: string, payload: { id: string; json: string }): Promise<RawRoundResult> {
+async function rawRound(
+  ctx: Context,
+  fleet: Fleet,
+  label: string,
+  payload: { id: string; json: string },
+): Promise<RawRoundResult> {
   const receipts = new Receipts(fleet, ctx.devices);
   const { t0, published } = ctx.raw.broadcast(payload.json);
   const reply = await published;
@@ -363,7 +378,11 @@ async function rawRound(ctx: Context, fleet: Fleet, label: string, payload: { id
 // ---- set-up ---------------------------------------------------------------------------------------------
 
 /** One province with communes of at most DEVICES_PER_COMMUNE devices, provisioned through the API. */
-async function provision(loa: LoaServer, token: string, devices: number): Promise<{ provinceId: string; credentials: DeviceCredentials[] }> {
+async function provision(
+  loa: LoaServer,
+  token: string,
+  devices: number,
+): Promise<{ provinceId: string; credentials: DeviceCredentials[] }> {
   const provinceId = await createArea(loa.api, token, { name: 'Bench province', level: 'province' });
   const communes = Math.ceil(devices / DEVICES_PER_COMMUNE);
   const credentials: DeviceCredentials[] = [];
@@ -396,7 +415,11 @@ async function provision(loa: LoaServer, token: string, devices: number): Promis
   return { provinceId, credentials };
 }
 
-async function connectFleet(name: string, credentials: DeviceCredentials[], mqttUrl: string): Promise<{ fleet: Fleet; connectMs: number }> {
+async function connectFleet(
+  name: string,
+  credentials: DeviceCredentials[],
+  mqttUrl: string,
+): Promise<{ fleet: Fleet; connectMs: number }> {
   const fleet = new Fleet(credentials, { ...FLEET_OPTIONS, mqttUrl });
   let errors = 0;
   fleet.on('error', (device, error) => {
@@ -405,15 +428,25 @@ async function connectFleet(name: string, credentials: DeviceCredentials[], mqtt
   });
   const report = await fleet.connectAll();
   if (report.failed.length > 0) {
-    const sample = report.failed.slice(0, 3).map((f) => `${f.deviceId}: ${f.error}`).join('; ');
+    const sample = report.failed
+      .slice(0, 3)
+      .map((f) => `${f.deviceId}: ${f.error}`)
+      .join('; ');
     await fleet.closeAll();
-    throw new Error(`${name}: ${report.failed.length} of ${credentials.length} devices did not connect (${sample})`);
+    throw new Error(
+      `${name}: ${report.failed.length} of ${credentials.length} devices did not connect (${sample})`,
+    );
   }
   return { fleet, connectMs: report.elapsedMs };
 }
 
 const mb = (memory: Memory | undefined): { rssMb: number; peakRssMb: number | null } | null =>
-  memory ? { rssMb: round(memory.rssMb, 1), peakRssMb: memory.peakRssMb === undefined ? null : round(memory.peakRssMb, 1) } : null;
+  memory
+    ? {
+        rssMb: round(memory.rssMb, 1),
+        peakRssMb: memory.peakRssMb === undefined ? null : round(memory.peakRssMb, 1),
+      }
+    : null;
 
 // ---- main -----------------------------------------------------------------------------------------------
 
@@ -423,31 +456,8 @@ async function main(): Promise<number> {
   const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
   const startedAt = performance.now();
 
-  // Everything opened is closed in reverse order, on success, failure or Ctrl-C alike.
-  const cleanups: (() => Promise<void>)[] = [];
-  let cleaning: Promise<void> | undefined;
-  const cleanup = (): Promise<void> =>
-    (cleaning ??= (async () => {
-      for (const step of cleanups.reverse()) {
-        try {
-          await step();
-        } catch (err) {
-          progress(`clean-up step failed: ${err instanceof Error ? err.message : String(err)}`);
-        }
-      }
-    })());
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress(`${signal}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  // A hung step must not leave the machine busy forever; the exit hook kills the brokers.
-  const watchdogMs = 20 * 60_000 + N * 60;
-  setTimeout(() => {
-    progress(`watchdog: still running after ${Math.round(watchdogMs / 60_000)} min; giving up`);
-    process.exit(1);
-  }, watchdogMs).unref();
+  // A hung step must not keep the machine busy forever; the exit hook of processes.ts kills the children.
+  const { cleanups, cleanup } = cleanupScope(20 * 60_000 + N * 60);
 
   try {
     progress(`starting Loa (MQTT_MAX_CONNECTS_PER_S=${MAX_CONNECTS_PER_S}) and the raw Aedes baseline`);
@@ -471,7 +481,15 @@ async function main(): Promise<number> {
     progress(`provisioned ${credentials.length} devices in ${provisionMs} ms`);
 
     await raw.setTargets(credentials.map((c) => c.id));
-    const ctx: Context = { devices: N, loa, token, provinceId, raw, timeoutMs: 30_000 + N * 5, brokerDied: watch.failed };
+    const ctx: Context = {
+      devices: N,
+      loa,
+      token,
+      provinceId,
+      raw,
+      timeoutMs: 30_000 + N * 5,
+      brokerDied: watch.failed,
+    };
     // Between broadcasts both processes finish what trails one (acks, playback logs, state reports and
     // their SQLite writes, garbage collection), so that no round pays for the one before it.
     const settleMs = 1_000 + Math.round(N * 0.2);
@@ -489,7 +507,8 @@ async function main(): Promise<number> {
     const fdLimit = openFileLimit();
     const alternate = fdLimit === undefined || 2 * N + FD_RESERVE <= fdLimit;
     const mode = alternate ? 'alternating' : 'sequential';
-    if (!alternate) progress(`open-file limit ${fdLimit} < 2 × ${N} + ${FD_RESERVE}: Loa rounds first, then raw rounds`);
+    if (!alternate)
+      progress(`open-file limit ${fdLimit} < 2 × ${N} + ${FD_RESERVE}: Loa rounds first, then raw rounds`);
 
     const connect = async (side: 'loa' | 'raw'): Promise<{ fleet: Fleet; connectMs: number }> => {
       progress(`connecting ${N} simulated devices to ${side === 'loa' ? 'Loa' : 'the raw broker'}`);
@@ -519,7 +538,9 @@ async function main(): Promise<number> {
       }
       if (label.endsWith('warm-up')) return;
       loaRounds.push(result);
-      progress(`${label}: p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, max ${result.maxMs} ms, all acked ${result.allAckedMs ?? 'never'} ms`);
+      progress(
+        `${label}: p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, max ${result.maxMs} ms, all acked ${result.allAckedMs ?? 'never'} ms`,
+      );
     };
     const runRaw = async (fleet: Fleet, label: string): Promise<void> => {
       if (!template) throw new Error('the raw round needs the Loa command as a template');
@@ -620,14 +641,24 @@ async function main(): Promise<number> {
     const summary = {
       devices: N,
       connectMs: loaSide.connectMs,
-      loa: { p50Ms: loaMedian.p50Ms, p99Ms: loaMedian.p99Ms, maxMs: loaMedian.maxMs, allAckedMs: loaMedian.allAckedMs },
+      loa: {
+        p50Ms: loaMedian.p50Ms,
+        p99Ms: loaMedian.p99Ms,
+        maxMs: loaMedian.maxMs,
+        allAckedMs: loaMedian.allAckedMs,
+      },
       raw: { p50Ms: rawMedian.p50Ms, p99Ms: rawMedian.p99Ms, maxMs: rawMedian.maxMs },
       ratioP99: round(loaMedian.p99Ms / rawMedian.p99Ms, 2),
       serverRssMb: memoryAfter.loa ? Math.round(memoryAfter.loa.rssMb) : null,
     };
     // Waits for the write: process.exit() right after could cut the line short on a slow pipe.
-    await new Promise<void>((resolve) => process.stdout.write(`${JSON.stringify(detail)}\n${JSON.stringify(summary)}\n`, () => resolve()));
-    if (!complete) progress('INCOMPLETE: some device did not receive a command or some ack was not recorded (see the detail line)');
+    await new Promise<void>((resolve) =>
+      process.stdout.write(`${JSON.stringify(detail)}\n${JSON.stringify(summary)}\n`, () => resolve()),
+    );
+    if (!complete)
+      progress(
+        'INCOMPLETE: some device did not receive a command or some ack was not recorded (see the detail line)',
+      );
     return complete ? 0 : 2;
   } finally {
     await cleanup();

@@ -41,7 +41,7 @@ import {
 } from './lib/health-proc.js';
 import { RawHealthBroker } from './lib/health-raw.js';
 import { startHealthServer } from './lib/health-server.js';
-import { failOnExit, openFileLimit, processMemory, progress } from './lib/processes.js';
+import { cleanupScope, failOnExit, openFileLimit, processMemory, progress } from './lib/processes.js';
 import { round, summarize } from './lib/stats.js';
 
 const USAGE = `Usage: npm run bench:health -- [options]
@@ -297,31 +297,8 @@ async function main(): Promise<number> {
   const expectedPerS = N / serverHeartbeatS;
   const ticksPerS = clockTicksPerSecond();
 
-  // Everything opened is closed in reverse order, on success, failure or Ctrl-C alike.
-  const cleanups: (() => Promise<void>)[] = [];
-  let cleaning: Promise<void> | undefined;
-  const cleanup = (): Promise<void> =>
-    (cleaning ??= (async () => {
-      for (const step of cleanups.reverse()) {
-        try {
-          await step();
-        } catch (err) {
-          progress(`clean-up step failed: ${err instanceof Error ? err.message : String(err)}`);
-        }
-      }
-    })());
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress(`${signal}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   // A hung step must not keep the machine busy forever; the exit hook of processes.ts kills the children.
-  const watchdogMs = 5 * 60_000 + N * 30;
-  setTimeout(() => {
-    progress(`watchdog: still running after ${Math.round(watchdogMs / 60_000)} min; giving up`);
-    process.exit(1);
-  }, watchdogMs).unref();
+  const { cleanups, cleanup } = cleanupScope(5 * 60_000 + N * 30);
 
   try {
     progress(

@@ -1,6 +1,5 @@
 /** The bench side of the bare-Aedes baseline of bench/health.ts (bench/lib/health-raw-broker.ts). */
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Child, LOOPBACK } from './processes.js';
+import { Child, LOOPBACK, replies } from './processes.js';
 
 /** bench → raw broker */
 export type RawHealthRequest = { type: 'count' };
@@ -12,6 +11,8 @@ export type RawHealthReply =
   | { type: 'count'; telemetry: number; messages: number; clients: number };
 
 type ReplyOf<T extends RawHealthReply['type']> = Extract<RawHealthReply, { type: T }>;
+/** The next IPC message of a type from the broker process. */
+const reply = replies<RawHealthReply>();
 
 export class RawHealthBroker {
   private constructor(
@@ -44,36 +45,5 @@ export class RawHealthBroker {
 
   stop(): Promise<void> {
     return this.child.stop(5_000);
-  }
-}
-
-/** The next IPC message of a type from the child; fails on timeout or if the child exits first. */
-async function reply<T extends RawHealthReply['type']>(
-  child: Child,
-  type: T,
-  timeoutMs: number,
-): Promise<ReplyOf<T>> {
-  const proc = child.process;
-  let onMessage: ((message: RawHealthReply) => void) | undefined;
-  let onExit: (() => void) | undefined;
-  const abort = new AbortController();
-  try {
-    return await Promise.race([
-      new Promise<ReplyOf<T>>((resolve, reject) => {
-        onMessage = (message) => {
-          if (message.type === type) resolve(message as ReplyOf<T>);
-        };
-        onExit = () => reject(new Error(`raw broker exited while we waited for "${type}"`));
-        proc.on('message', onMessage);
-        proc.once('exit', onExit);
-      }),
-      sleep(timeoutMs, undefined, { signal: abort.signal }).then(() => {
-        throw new Error(`raw broker: no "${type}" within ${timeoutMs} ms`);
-      }),
-    ]);
-  } finally {
-    abort.abort();
-    if (onMessage) proc.off('message', onMessage);
-    if (onExit) proc.off('exit', onExit);
   }
 }

@@ -216,3 +216,72 @@ export function failOnExit(children: readonly Child[]): { failed: Promise<never>
   failed.catch(() => undefined);
   return { failed, stop: () => (stopped = true) };
 }
+
+/**
+ * Everything a benchmark opens is closed in reverse order, on success, failure or Ctrl-C alike; a run
+ * still going after `watchdogMs` gives up rather than keep the machine busy.
+ */
+export function cleanupScope(watchdogMs: number): {
+  cleanups: (() => Promise<void>)[];
+  cleanup: () => Promise<void>;
+} {
+  const cleanups: (() => Promise<void>)[] = [];
+  let cleaning: Promise<void> | undefined;
+  const cleanup = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      for (const step of cleanups.reverse()) {
+        try {
+          await step();
+        } catch (err) {
+          progress(`clean-up step failed: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      }
+    })());
+  const onSignal = (signal: NodeJS.Signals): void => {
+    progress(`${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  setTimeout(() => {
+    progress(`watchdog: still running after ${Math.round(watchdogMs / 60_000)} min; giving up`);
+    process.exit(1);
+  }, watchdogMs).unref();
+  return { cleanups, cleanup };
+}
+
+/**
+ * For a child that answers over IPC with messages `{ type, … }`: a function waiting for the next message
+ * of a given type, failing on timeout or if the child exits first.
+ */
+export function replies<M extends { type: string }>() {
+  return async <T extends M['type']>(
+    child: Child,
+    type: T,
+    timeoutMs: number,
+  ): Promise<Extract<M, { type: T }>> => {
+    const proc = child.process;
+    let onMessage: ((message: M) => void) | undefined;
+    let onExit: (() => void) | undefined;
+    const abort = new AbortController();
+    try {
+      return await Promise.race([
+        new Promise<Extract<M, { type: T }>>((resolve, reject) => {
+          onMessage = (message) => {
+            if (message.type === type) resolve(message as Extract<M, { type: T }>);
+          };
+          onExit = () => reject(new Error(`${child.name} exited while we waited for "${type}"`));
+          proc.on('message', onMessage);
+          proc.once('exit', onExit);
+        }),
+        sleep(timeoutMs, undefined, { signal: abort.signal }).then(() => {
+          throw new Error(`${child.name}: no "${type}" within ${timeoutMs} ms`);
+        }),
+      ]);
+    } finally {
+      abort.abort();
+      if (onMessage) proc.off('message', onMessage);
+      if (onExit) proc.off('exit', onExit);
+    }
+  };
+}

@@ -25,7 +25,9 @@ async function main(): Promise<void> {
     // Not tuning, a necessity: Loa issues 24-character device ids and Aedes refuses ids over 23 by default.
     maxClientsIdLength: 64,
     // mqemitter's in-flight message limit; the bench chooses it (see RAW_AEDES_CONCURRENCY in commands.ts).
-    ...(concurrency !== undefined && Number.isInteger(concurrency) && concurrency >= 0 ? { concurrency } : {}),
+    ...(concurrency !== undefined && Number.isInteger(concurrency) && concurrency >= 0
+      ? { concurrency }
+      : {}),
   });
   const server = net.createServer((socket) => {
     broker.handle(socket);

@@ -1,10 +1,11 @@
 /** The bench side of the raw Aedes baseline (bench/lib/raw-broker.ts): start it, aim it, trigger it. */
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Child, LOOPBACK } from './processes.js';
+import { Child, LOOPBACK, replies } from './processes.js';
 import type { RawReply, RawRequest } from './raw-ipc.js';
 
 type ReplyOf<T extends RawReply['type']> = Extract<RawReply, { type: T }>;
+/** The next IPC message of a type from the broker process. */
+const reply = replies<RawReply>();
 
 export class RawBroker {
   private constructor(
@@ -41,7 +42,8 @@ export class RawBroker {
     const answer = reply(this.child, 'targets', 30_000);
     this.send({ type: 'targets', deviceIds });
     const { count } = await answer;
-    if (count !== deviceIds.length) throw new Error(`raw broker took ${count} targets, expected ${deviceIds.length}`);
+    if (count !== deviceIds.length)
+      throw new Error(`raw broker took ${count} targets, expected ${deviceIds.length}`);
   }
 
   /**
@@ -62,32 +64,5 @@ export class RawBroker {
   private send(message: RawRequest): void {
     // A false return only means back-pressure: the message is queued and still delivered, in order.
     this.child.process.send(message);
-  }
-}
-
-/** The next IPC message of a type from the child; fails on timeout or if the child exits first. */
-async function reply<T extends RawReply['type']>(child: Child, type: T, timeoutMs: number): Promise<ReplyOf<T>> {
-  const proc = child.process;
-  let onMessage: ((message: RawReply) => void) | undefined;
-  let onExit: (() => void) | undefined;
-  const abort = new AbortController();
-  try {
-    return await Promise.race([
-      new Promise<ReplyOf<T>>((resolve, reject) => {
-        onMessage = (message) => {
-          if (message.type === type) resolve(message as ReplyOf<T>);
-        };
-        onExit = () => reject(new Error(`raw broker exited while we waited for "${type}"`));
-        proc.on('message', onMessage);
-        proc.once('exit', onExit);
-      }),
-      sleep(timeoutMs, undefined, { signal: abort.signal }).then(() => {
-        throw new Error(`raw broker: no "${type}" within ${timeoutMs} ms`);
-      }),
-    ]);
-  } finally {
-    abort.abort();
-    if (onMessage) proc.off('message', onMessage);
-    if (onExit) proc.off('exit', onExit);
   }
 }
