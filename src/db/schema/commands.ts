@@ -1,4 +1,4 @@
-import { sqliteTable, text, integer, index, primaryKey } from 'drizzle-orm/sqlite-core';
+import { sqliteTable, text, integer, index, primaryKey, uniqueIndex } from 'drizzle-orm/sqlite-core';
 import { users } from './users.js';
 
 export const DELIVERY_STATUSES = [
@@ -19,9 +19,11 @@ export const commands = sqliteTable(
     type: text('type').notNull(),
     priority: text('priority', { enum: ['normal', 'priority', 'emergency'] }).notNull(),
     params: text('params', { mode: 'json' }).notNull(),
-    createdBy: text('created_by')
-      .notNull()
-      .references(() => users.id),
+    /**
+     * Null for commands the server sends itself (schedules, emergencies triggered by CAP) and for those
+     * whose author has since been deleted; the audit log keeps who sent it by name.
+     */
+    createdBy: text('created_by').references(() => users.id, { onDelete: 'set null' }),
     createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
     expiresAt: integer('expires_at', { mode: 'timestamp_ms' }).notNull(),
     targetCount: integer('target_count').notNull(),
@@ -56,3 +58,47 @@ export const commandDeliveries = sqliteTable(
 );
 
 export type CommandRow = typeof commands.$inferSelect;
+
+/**
+ * The first answer to a POST that carried an Idempotency-Key, kept 24 h per user: the same key again gets
+ * this answer and nothing is sent twice (a double-clicked broadcast goes out once).
+ */
+export const idempotencyKeys = sqliteTable(
+  'idempotency_keys',
+  {
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    key: text('key').notNull(),
+    /** Method and path plus a hash of the body: the same key with another request is refused. */
+    fingerprint: text('fingerprint').notNull(),
+    statusCode: integer('status_code').notNull(),
+    response: text('response', { mode: 'json' }).notNull(),
+    createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.key] }), index('idempotency_created_idx').on(t.createdAt)],
+);
+
+/**
+ * What devices report on their `log` topic, each entry stored once: QoS 1 may deliver a message twice,
+ * and `seq` (per device, per boot) with the command and event identifies an entry.
+ */
+export const playbackEvents = sqliteTable(
+  'playback_events',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    deviceId: text('device_id').notNull(),
+    seq: integer('seq').notNull(),
+    sessionId: text('session_id').notNull(),
+    commandId: text('command_id').notNull(),
+    event: text('event', { enum: ['started', 'finished', 'interrupted', 'failed'] }).notNull(),
+    /** What the device said; `receivedAt` is the server's clock. */
+    at: integer('at', { mode: 'timestamp_ms' }).notNull(),
+    receivedAt: integer('received_at', { mode: 'timestamp_ms' }).notNull(),
+    reason: text('reason'),
+  },
+  (t) => [
+    uniqueIndex('playback_events_entry_idx').on(t.deviceId, t.seq, t.commandId, t.event, t.at),
+    index('playback_events_command_idx').on(t.commandId),
+  ],
+);

@@ -1,4 +1,5 @@
-import { sqliteTable, text, integer, index } from 'drizzle-orm/sqlite-core';
+import { sql } from 'drizzle-orm';
+import { sqliteTable, text, integer, index, check } from 'drizzle-orm/sqlite-core';
 import { areas } from './areas.js';
 
 export const ROLES = ['admin', 'district_operator', 'broadcaster', 'technician'] as const;
@@ -15,8 +16,17 @@ export const users = sqliteTable(
     // Null only for admins, who act everywhere.
     areaId: text('area_id').references(() => areas.id),
     createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
+    /** Set while an admin has disabled the account: login is refused and no token is valid. */
+    disabledAt: integer('disabled_at', { mode: 'timestamp_ms' }),
   },
-  (t) => [index('users_area_idx').on(t.areaId)],
+  (t) => [
+    index('users_area_idx').on(t.areaId),
+    // The database itself refuses what the services already refuse, so no code path (or a later
+    // migration) can store a user who would act nowhere or with an unknown role. Column names unqualified:
+    // drizzle-kit builds the table under a temporary name and renames it.
+    check('users_role_check', sql`"role" IN ('admin', 'district_operator', 'broadcaster', 'technician')`),
+    check('users_area_check', sql`"role" = 'admin' OR "area_id" IS NOT NULL`),
+  ],
 );
 
 /** API tokens are stored as SHA-256 hashes: a leaked database does not leak usable tokens. */

@@ -166,11 +166,11 @@ export class CommandsRepository {
       .run().changes;
   }
 
-  findById(id: string): { command: CommandRow; username: string } | undefined {
+  findById(id: string): { command: CommandRow; username: string | null } | undefined {
     return this.db
       .select({ command: commands, username: users.username })
       .from(commands)
-      .innerJoin(users, eq(commands.createdBy, users.id))
+      .leftJoin(users, eq(commands.createdBy, users.id))
       .where(eq(commands.id, id))
       .get();
   }
@@ -230,7 +230,7 @@ export class CommandsRepository {
     return this.db
       .select({ command: commands, username: users.username })
       .from(commands)
-      .innerJoin(users, eq(commands.createdBy, users.id))
+      .leftJoin(users, eq(commands.createdBy, users.id))
       .where(visible)
       .orderBy(desc(commands.createdAt), desc(commands.id))
       .limit(filter.limit)

@@ -85,7 +85,10 @@ const commandSummary = {
   type: z.string(),
   priority: prioritySchema,
   params: z.record(z.string(), z.unknown()),
-  createdBy: z.object({ id: z.string(), username: z.string() }),
+  createdBy: z
+    .object({ id: z.string(), username: z.string() })
+    .nullable()
+    .describe('null for commands the server sent itself, or whose author has been deleted'),
   createdAt: z.string(),
   expiresAt: z.string(),
   targets: z.number().int(),

@@ -59,13 +59,14 @@ export function toWire(row: CommandRow): Command {
   } as Command;
 }
 
-function summary(row: CommandRow, username: string): CommandSummary {
+function summary(row: CommandRow, username: string | null): CommandSummary {
   return {
     id: row.id,
     type: row.type,
     priority: row.priority,
     params: row.params as Record<string, unknown>,
-    createdBy: { id: row.createdBy, username },
+    // null: sent by the server itself, or by a user since deleted (the audit log names them).
+    createdBy: row.createdBy && username ? { id: row.createdBy, username } : null,
     createdAt: row.createdAt.toISOString(),
     expiresAt: row.expiresAt.toISOString(),
     targets: row.targetCount,

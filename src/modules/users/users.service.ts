@@ -43,6 +43,7 @@ export class UsersService {
       role: input.role,
       areaId: input.areaId ?? null,
       createdAt: this.clock.now(),
+      disabledAt: null,
     };
     this.repo.insert(row);
     this.audit.record(
@@ -86,6 +87,7 @@ export class UsersService {
       role: 'admin',
       areaId: null,
       createdAt: this.clock.now(),
+      disabledAt: null,
     });
     return { created: true, ...(password === undefined ? { password: chosen } : {}) };
   }
