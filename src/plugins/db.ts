@@ -7,17 +7,19 @@ declare module 'fastify' {
   }
 }
 
-/** Opens the SQLite file and applies pending migrations; closes it last, after everything that writes. */
+/**
+ * Opens the SQLite file, backs it up into `backups/` beside it if migrations are pending, and applies them;
+ * closes it last, after everything that writes.
+ */
 export default fp<{ file: string }>(
-  (app, options, done) => {
-    const { db, sqlite } = openDatabase(options.file);
+  async (app, options) => {
+    const { db, sqlite } = await openDatabase(options.file, { log: app.log });
     app.decorate('db', db);
     app.addHook('onClose', (_instance, next) => {
       // close() checkpoints the WAL into the main file, so a copied data/ folder is self-contained.
       sqlite.close();
       next();
     });
-    done();
   },
   { name: 'db', fastify: '5.x' },
 );
