@@ -36,4 +36,26 @@ describe('config', () => {
     expect(loadConfig({ PORT: '' }).http.port).toBe(3000);
     expect(() => loadConfig({ ADMIN_PASSWORD: 'short' })).toThrow(/ADMIN_PASSWORD/);
   });
+
+  it('reads TRUST_PROXY as a flag or a list of proxy addresses and CIDRs, naming a bad entry', () => {
+    expect(loadConfig({ TRUST_PROXY: 'true' }).http.trustProxy).toBe(true);
+    expect(loadConfig({ TRUST_PROXY: 'false' }).http.trustProxy).toBe(false);
+    expect(loadConfig({}).http.trustProxy).toBe(false);
+    expect(
+      loadConfig({ TRUST_PROXY: '10.0.0.1, 192.168.0.0/16,::1,fd00::/8,loopback' }).http.trustProxy,
+    ).toEqual(['10.0.0.1', '192.168.0.0/16', '::1', 'fd00::/8', 'loopback']);
+    const message = (() => {
+      try {
+        loadConfig({ TRUST_PROXY: '10.0.0.1,proxy.example,10.0.0.0/33,fd00::/129,' });
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return '';
+    })();
+    expect(message).toMatch(/TRUST_PROXY/);
+    for (const bad of ['"proxy.example"', '"10.0.0.0/33"', '"fd00::/129"', 'empty entry']) {
+      expect(message).toContain(bad);
+    }
+    expect(message).not.toContain('"10.0.0.1"');
+  });
 });

@@ -1,4 +1,4 @@
-import { and, eq, gt, lte } from 'drizzle-orm';
+import { and, eq, gt, isNull, lte } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { apiTokens, areas, users, type UserRow } from '../../db/schema/index.js';
 
@@ -9,14 +9,17 @@ export class AuthRepository {
     this.db.insert(apiTokens).values(row).run();
   }
 
-  /** The user behind an unexpired token, with the path of their area (for scope checks). */
+  /**
+   * The enabled user behind an unexpired token, with the path of their area (for scope checks). Disabling
+   * deletes the user's tokens; the check here also covers a login that was in flight at that moment.
+   */
   findByToken(tokenHash: string, now: Date): { user: UserRow; areaPath: string | null } | undefined {
     return this.db
       .select({ user: users, areaPath: areas.path })
       .from(apiTokens)
       .innerJoin(users, eq(apiTokens.userId, users.id))
       .leftJoin(areas, eq(users.areaId, areas.id))
-      .where(and(eq(apiTokens.tokenHash, tokenHash), gt(apiTokens.expiresAt, now)))
+      .where(and(eq(apiTokens.tokenHash, tokenHash), gt(apiTokens.expiresAt, now), isNull(users.disabledAt)))
       .get();
   }
 

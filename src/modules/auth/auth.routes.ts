@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { loginResponseSchema, loginSchema, meSchema } from './auth.schemas.js';
+import { changePasswordSchema, loginResponseSchema, loginSchema, meSchema } from './auth.schemas.js';
 import { bearerToken } from '../../plugins/auth.js';
 
 const routes: FastifyPluginAsyncZod = async (app) => {
@@ -24,12 +24,33 @@ const routes: FastifyPluginAsyncZod = async (app) => {
     {
       schema: {
         tags: ['auth'],
-        summary: 'Revoke the token used for this request',
+        summary: 'Revoke the token used for this request (your other tokens stay valid)',
         response: { 204: z.undefined() },
       },
     },
     async (request, reply) => {
       app.services.auth.logout(request.actor, bearerToken(request) ?? '');
+      return reply.status(204).send();
+    },
+  );
+
+  app.post(
+    '/auth/password',
+    {
+      schema: {
+        tags: ['auth'],
+        summary: 'Change your own password; your other tokens are revoked, this one stays valid',
+        body: changePasswordSchema,
+        response: { 204: z.undefined() },
+      },
+    },
+    async (request, reply) => {
+      await app.services.auth.changePassword(
+        request.actor,
+        bearerToken(request) ?? '',
+        request.body,
+        request.ip,
+      );
       return reply.status(204).send();
     },
   );

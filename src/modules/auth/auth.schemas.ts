@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { userSchema } from '../users/users.schemas.js';
+import { passwordSchema, userSchema } from '../users/users.schemas.js';
 
 export const loginSchema = z.object({
   username: z.string().trim().toLowerCase().min(1).max(64),
@@ -13,3 +13,13 @@ export const loginResponseSchema = z.object({
 });
 
 export const meSchema = z.object({ user: userSchema });
+
+export const changePasswordSchema = z
+  .object({
+    currentPassword: z.string().min(1).max(200),
+    newPassword: passwordSchema,
+  })
+  .refine((b) => b.newPassword !== b.currentPassword, {
+    path: ['newPassword'],
+    message: 'must differ from the current password',
+  });

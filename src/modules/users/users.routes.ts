@@ -1,7 +1,19 @@
+import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { createUserSchema, userListSchema, userSchema } from './users.schemas.js';
+import { hashSecret } from '../../lib/crypto.js';
+import { bearerToken } from '../../plugins/auth.js';
+import {
+  createUserSchema,
+  resetPasswordSchema,
+  userListSchema,
+  userParamsSchema,
+  userSchema,
+} from './users.schemas.js';
 
 const routes: FastifyPluginAsyncZod = async (app) => {
+  const users = app.services.users;
+  const adminOnly = app.requireRole('admin');
+
   app.post(
     '/users',
     {
@@ -11,19 +23,100 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         body: createUserSchema,
         response: { 201: userSchema },
       },
-      preHandler: app.requireRole('admin'),
+      preHandler: adminOnly,
     },
-    async (request, reply) =>
-      reply.status(201).send(await app.services.users.create(request.actor, request.body)),
+    async (request, reply) => reply.status(201).send(await users.create(request.actor, request.body)),
   );
 
   app.get(
     '/users',
     {
       schema: { tags: ['users'], summary: 'List users (admin)', response: { 200: userListSchema } },
-      preHandler: app.requireRole('admin'),
+      preHandler: adminOnly,
     },
-    async (request) => ({ items: app.services.users.list(request.actor) }),
+    async (request) => ({ items: users.list(request.actor) }),
+  );
+
+  app.get(
+    '/users/:id',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'One user (admin)',
+        params: userParamsSchema,
+        response: { 200: userSchema },
+      },
+      preHandler: adminOnly,
+    },
+    async (request) => users.get(request.params.id),
+  );
+
+  app.post(
+    '/users/:id/password',
+    {
+      schema: {
+        tags: ['users'],
+        summary: "Set a user's password (admin); revokes all their tokens",
+        params: userParamsSchema,
+        body: resetPasswordSchema,
+        response: { 204: z.undefined() },
+      },
+      preHandler: adminOnly,
+    },
+    async (request, reply) => {
+      await users.resetPassword(
+        request.actor,
+        request.params.id,
+        request.body.newPassword,
+        hashSecret(bearerToken(request) ?? ''),
+      );
+      return reply.status(204).send();
+    },
+  );
+
+  app.post(
+    '/users/:id/disable',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Disable a user (admin): login refused, all tokens revoked',
+        params: userParamsSchema,
+        response: { 200: userSchema },
+      },
+      preHandler: adminOnly,
+    },
+    async (request) => users.disable(request.actor, request.params.id),
+  );
+
+  app.post(
+    '/users/:id/enable',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Enable a disabled user again (admin)',
+        params: userParamsSchema,
+        response: { 200: userSchema },
+      },
+      preHandler: adminOnly,
+    },
+    async (request) => users.enable(request.actor, request.params.id),
+  );
+
+  app.delete(
+    '/users/:id',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Delete a user (admin); their commands stay, without a creator',
+        params: userParamsSchema,
+        response: { 204: z.undefined() },
+      },
+      preHandler: adminOnly,
+    },
+    async (request, reply) => {
+      users.delete(request.actor, request.params.id);
+      return reply.status(204).send();
+    },
   );
 };
 

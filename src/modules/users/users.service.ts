@@ -17,8 +17,15 @@ export function toUserView(row: UserRow): UserView {
     role: row.role,
     areaId: row.areaId,
     createdAt: row.createdAt.toISOString(),
+    disabled: row.disabledAt !== null,
+    disabledAt: row.disabledAt?.toISOString() ?? null,
   };
 }
+
+const usernameTaken = (username: string) =>
+  new AppError('conflict', `username: "${username}" is already taken`, {
+    errors: [{ field: 'body.username', message: 'is already taken' }],
+  });
 
 export class UsersService {
   constructor(
@@ -30,11 +37,7 @@ export class UsersService {
 
   async create(actor: Actor, input: CreateUserInput): Promise<UserView> {
     if (input.areaId !== undefined) this.areas.requireActionable(actor, input.areaId, 'areaId');
-    if (this.repo.findByUsername(input.username)) {
-      throw new AppError('conflict', `username: "${input.username}" is already taken`, {
-        errors: [{ field: 'body.username', message: 'is already taken' }],
-      });
-    }
+    if (this.repo.findByUsername(input.username)) throw usernameTaken(input.username);
     const row: UserRow = {
       id: newId('usr'),
       username: input.username,
@@ -45,7 +48,8 @@ export class UsersService {
       createdAt: this.clock.now(),
       disabledAt: null,
     };
-    this.repo.insert(row);
+    // Checked again by the database: another create of this username may have won while we hashed.
+    if (!this.repo.insert(row)) throw usernameTaken(input.username);
     this.audit.record(
       actor,
       'user.create',
@@ -60,13 +64,60 @@ export class UsersService {
   }
 
   get(id: string): UserView {
-    const row = this.repo.findById(id);
-    if (!row) throw notFound('User');
-    return toUserView(row);
+    return toUserView(this.require(id));
   }
 
   list(actor: Actor): UserView[] {
     return this.repo.list(actor.areaPath).map(toUserView);
+  }
+
+  /**
+   * An admin sets someone's password (a forgotten one, or a suspected leak): every token of theirs is
+   * revoked. When admins reset their own, the session they do it from is kept.
+   */
+  async resetPassword(actor: Actor, id: string, newPassword: string, callerTokenHash: string): Promise<void> {
+    const user = this.require(id);
+    const passwordHash = await hashPassword(newPassword);
+    this.repo.setPassword(user.id, passwordHash, user.id === actor.id ? callerTokenHash : null);
+    this.audit.record(
+      actor,
+      'user.password_reset',
+      { type: 'user', id: user.id },
+      { username: user.username },
+    );
+  }
+
+  /** Login is refused and every token revoked; the account, its history and its commands stay. */
+  disable(actor: Actor, id: string): UserView {
+    const user = this.require(id);
+    this.requireRemovable(actor, user, 'disable');
+    if (user.disabledAt === null) {
+      this.repo.disable(user.id, this.clock.now());
+      this.audit.record(actor, 'user.disable', { type: 'user', id: user.id }, { username: user.username });
+    }
+    return this.get(id);
+  }
+
+  enable(actor: Actor, id: string): UserView {
+    const user = this.require(id);
+    if (user.disabledAt !== null) {
+      this.repo.enable(user.id);
+      this.audit.record(actor, 'user.enable', { type: 'user', id: user.id }, { username: user.username });
+    }
+    return this.get(id);
+  }
+
+  /** Tokens go with the user; commands they sent stay, with no creator. */
+  delete(actor: Actor, id: string): void {
+    const user = this.require(id);
+    this.requireRemovable(actor, user, 'delete');
+    this.repo.delete(user.id);
+    this.audit.record(
+      actor,
+      'user.delete',
+      { type: 'user', id: user.id },
+      { username: user.username, role: user.role },
+    );
   }
 
   /**
@@ -90,5 +141,28 @@ export class UsersService {
       disabledAt: null,
     });
     return { created: true, ...(password === undefined ? { password: chosen } : {}) };
+  }
+
+  private require(id: string): UserRow {
+    const row = this.repo.findById(id);
+    if (!row) throw notFound('User');
+    return row;
+  }
+
+  /**
+   * Someone must always be able to administer the system. The check and the write that follows run with
+   * no await between them, and SQLite has one writer, so two admins disabling each other cannot both pass.
+   */
+  private requireRemovable(actor: Actor, user: UserRow, verb: 'disable' | 'delete'): void {
+    if (user.id === actor.id) {
+      throw new AppError('conflict', `An admin cannot ${verb} their own account; ask another admin`);
+    }
+    if (
+      user.role === 'admin' &&
+      user.disabledAt === null &&
+      this.repo.countOtherEnabledAdmins(user.id) === 0
+    ) {
+      throw new AppError('conflict', `"${user.username}" is the last enabled admin and cannot be ${verb}d`);
+    }
   }
 }
