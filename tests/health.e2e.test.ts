@@ -405,7 +405,7 @@ describe('device health', () => {
   it('filters and sorts the device list for technicians', async () => {
     const quiet = await t.createDevice(tree.hamletA.id, 'Cụm loa A');
     const busy = await t.createDevice(tree.hamletA.id, 'Cụm loa B');
-    const never = await t.createDevice(tree.hamletB.id, 'Cụm loa C');
+    await t.createDevice(tree.hamletB.id, 'Cụm loa C'); // never connects
     const c1 = await connect(quiet.credentials);
     await c1.publishAsync(
       topics.state(quiet.id),
@@ -428,8 +428,6 @@ describe('device health', () => {
     expect(await names('health=fault')).toEqual(['Cụm loa A', 'Cụm loa C']); // A is silent, C never connected
     expect(await names('health=ok&online=true')).toEqual(['Cụm loa B']);
     expect(await names('firmware=1.3.0')).toEqual(['Cụm loa A']);
-    void never;
-    void c1;
   });
 
   it('exposes Prometheus metrics behind the metrics token', async () => {
@@ -462,52 +460,84 @@ describe('device health', () => {
 });
 
 describe('alert webhook', () => {
-  it('posts alert events to the configured URL, retrying until the receiver accepts', async () => {
-    const received: { event: string; alert: { kind: string; deviceId: string } }[] = [];
-    let calls = 0;
-    const receiver = http.createServer((req, res) => {
+  type Delivery = { event: string; alert: { kind: string; deviceId: string } };
+  let receiver: http.Server;
+  let received: Delivery[];
+  let calls: number;
+  let clock: ManualClock;
+  let t: TestApp;
+
+  /** A receiver that refuses the first `failures` deliveries, as a chat gateway that is restarting would. */
+  const start = async (failures: number) => {
+    received = [];
+    calls = 0;
+    receiver = http.createServer((req, res) => {
       let body = '';
       req.setEncoding('utf8').on('data', (c: string) => (body += c));
       req.on('end', () => {
         calls += 1;
-        // The first delivery fails, as a chat gateway that is restarting would.
-        if (calls === 1) {
-          res.writeHead(503).end();
+        if (calls <= failures) {
+          res.writeHead(calls % 2 ? 503 : 502).end();
           return;
         }
-        received.push(JSON.parse(body) as (typeof received)[number]);
+        received.push(JSON.parse(body) as Delivery);
         res.writeHead(204).end();
       });
     });
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     const port = (receiver.address() as { port: number }).port;
-
-    const clock = new ManualClock('2026-06-01T00:00:00.000Z');
-    const t = await createTestApp({
+    clock = new ManualClock('2026-06-01T00:00:00.000Z');
+    t = await createTestApp({
       clock,
       listen: true,
       env: { ALERT_WEBHOOK_URL: `http://127.0.0.1:${port}/hook`, ALERT_OFFLINE_AFTER_S: '60' },
     });
-    try {
-      const tree = await createAreaTree(t);
-      const device = await t.createDevice(tree.hamletA.id);
-      const client = await connectDevice(`mqtt://127.0.0.1:${t.app.broker.port}`, device.credentials);
-      await client.endAsync();
-      await waitFor(() => !t.app.broker.isOnline(device.id), 'offline');
-      clock.advance(70_000);
-      const [opened] = await waitFor(
-        () => (received.length > 0 ? received : null),
-        'webhook delivery after a retry',
-        15_000,
-      );
-      expect(opened).toMatchObject({
-        event: 'alert.opened',
-        alert: { kind: 'offline', deviceId: device.id },
-      });
-      expect(calls).toBe(2);
-    } finally {
-      await t.close();
-      await new Promise((resolve) => receiver.close(resolve));
-    }
+  };
+  afterEach(async () => {
+    await t.close();
+    await new Promise((resolve) => receiver.close(resolve));
+  });
+
+  /** Takes a device offline long enough to open an alert; returns its id. */
+  const openAlert = async () => {
+    const tree = await createAreaTree(t);
+    const device = await t.createDevice(tree.hamletA.id);
+    const client = await connectDevice(`mqtt://127.0.0.1:${t.app.broker.port}`, device.credentials);
+    await client.endAsync();
+    await waitFor(() => !t.app.broker.isOnline(device.id), 'offline');
+    clock.advance(70_000);
+    return device.id;
+  };
+  /** The notifier is waiting out a back-off of `ms` on the test's clock (it retries only when it ends). */
+  const backingOff = (ms: number) =>
+    waitFor(() => clock.pendingTimeouts().includes(ms), `a back-off of ${ms} ms`);
+
+  it('posts alert events to the configured URL, retrying with a doubling back-off until the receiver accepts', async () => {
+    await start(2);
+    const deviceId = await openAlert();
+
+    await backingOff(2_000);
+    expect(calls).toBe(1);
+    clock.advance(1_999);
+    expect(clock.pendingTimeouts()).toContain(1);
+    expect(calls).toBe(1);
+    clock.advance(1);
+    await backingOff(4_000);
+    expect(calls).toBe(2);
+    clock.advance(4_000);
+
+    const [opened] = await waitFor(() => (received.length > 0 ? received : null), 'webhook delivery');
+    expect(opened).toMatchObject({ event: 'alert.opened', alert: { kind: 'offline', deviceId } });
+    expect(calls).toBe(3);
+  });
+
+  it('makes one last attempt at shutdown instead of waiting out the back-off, then stops retrying', async () => {
+    await start(Infinity);
+    await openAlert();
+    await backingOff(2_000);
+    await t.app.close();
+    expect(calls).toBe(2);
+    // No retry is left waiting: nothing keeps a stopping process alive or posts after it stopped.
+    expect(clock.pendingTimeouts()).toEqual([]);
   });
 });
