@@ -171,6 +171,32 @@ describe('commands (no devices connected)', () => {
     ).toBe(202);
   });
 
+  it('lets only district staff stop or change the volume at emergency priority; normal by default', async () => {
+    const d = await t.createDevice(tree.hamletA.id);
+    const targets = { deviceIds: [d.id] };
+    const stop = (priority?: string) => ({ type: 'stop', targets, ...(priority ? { priority } : {}) });
+    const volume = (priority: string) => ({ type: 'volume', params: { level: 0 }, targets, priority });
+    for (const role of ['technician', 'broadcaster']) {
+      const token = await t.createUser(role, tree.communeA.id);
+      for (const body of [stop('emergency'), volume('emergency')]) {
+        const res = await send(body, token);
+        expect(res.statusCode, `${role} ${JSON.stringify(body)}`).toBe(403);
+        expect(problem(res).detail).toContain('emergency');
+      }
+      expect((await send(stop('priority'), token)).statusCode, role).toBe(202);
+      expect((await send(volume('normal'), token)).statusCode, role).toBe(202);
+    }
+    const district = await t.createUser('district_operator', tree.district.id);
+    for (const body of [stop('emergency'), volume('emergency')]) {
+      expect((await send(body, district)).statusCode).toBe(202);
+    }
+    // An emergency-capable role still sends at normal unless it says otherwise: ending an emergency is
+    // a deliberate act.
+    const { id } = (await send(stop(), district)).json<{ id: string }>();
+    const detail = (await t.request('GET', `/api/v1/commands/${id}`, { token: district })).json<Detail>();
+    expect(detail.priority).toBe('normal');
+  });
+
   it('shows a commune user only its own devices of a district-wide command', async () => {
     await t.createDevice(tree.hamletA.id, 'Cụm loa Đông');
     await t.createDevice(tree.hamletB.id, 'Cụm loa Tây');

@@ -75,7 +75,9 @@ function prepareStatements(db: Db) {
       .where(
         and(
           eq(commandDeliveries.deviceId, p('deviceId')),
-          eq(commandDeliveries.status, 'pending'),
+          // `received` too: the device may have crashed before its final ack, or the ack may have been
+          // lost; asked again, it answers with its final ack (protocol rule 2).
+          inArray(commandDeliveries.status, ['pending', 'received']),
           gt(commandDeliveries.expiresAt, p('now')),
         ),
       )
@@ -132,7 +134,7 @@ export class CommandsRepository {
     });
   }
 
-  /** Commands still waiting for this device and not yet expired, oldest first. */
+  /** Commands still waiting for this device's (final) answer and not yet expired, oldest first. */
   pendingFor(deviceId: string, now: Date): CommandRow[] {
     return this.statements.pendingFor.all({ deviceId, now: now.getTime() }).map((r) => r.command);
   }
@@ -143,6 +145,29 @@ export class CommandsRepository {
       .update(commandDeliveries)
       .set({ sentAt: at })
       .where(and(eq(commandDeliveries.deviceId, deviceId), inArray(commandDeliveries.commandId, commandIds)))
+      .run();
+  }
+
+  /**
+   * Closes the deliveries of plays whose content ended before the device could be sent them again, with
+   * reason `ended`: `offline` if the play never reached the device, `expired` if it did.
+   */
+  closeEnded(commandIds: readonly string[], deviceId: string, at: Date): void {
+    if (commandIds.length === 0) return;
+    this.db
+      .update(commandDeliveries)
+      .set({
+        status: sql`CASE WHEN ${commandDeliveries.sentAt} IS NULL THEN 'offline' ELSE 'expired' END`,
+        reason: 'ended',
+        updatedAt: at,
+      })
+      .where(
+        and(
+          eq(commandDeliveries.deviceId, deviceId),
+          inArray(commandDeliveries.commandId, commandIds),
+          inArray(commandDeliveries.status, ['pending', 'received']),
+        ),
+      )
       .run();
   }
 

@@ -15,9 +15,16 @@ const routes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/commands',
     {
+      // A double-clicked broadcast goes out once (src/plugins/idempotency.ts).
+      config: { idempotent: true },
       schema: {
         tags: ['commands'],
         summary: 'Send play / stop / volume to devices and areas; track each device with GET /commands/:id',
+        description:
+          'stop and volume carry a priority like play: a device refuses one below the priority of what it plays ' +
+          '(reason lower_priority), and only admin and district_operator may use emergency. priority defaults ' +
+          'to normal for every type. Send an Idempotency-Key header so that a retried request acts once ' +
+          '(docs/commands.md).',
         body: createCommandSchema,
         response: { 202: commandAcceptedSchema },
       },

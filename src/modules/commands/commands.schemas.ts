@@ -26,7 +26,13 @@ const targetsSchema = z
 
 const common = {
   targets: targetsSchema,
-  priority: prioritySchema.default('normal'),
+  priority: prioritySchema
+    .default('normal')
+    .describe(
+      'normal < priority < emergency, for stop and volume as for play: a device refuses a command below the ' +
+        'priority of what it plays (lower_priority), so only a stop at emergency ends an emergency broadcast. ' +
+        'emergency: admin and district_operator only. Defaults to normal, also for them.',
+    ),
   expiresInS: z
     .number()
     .int()

@@ -4,11 +4,11 @@ import { BatchWriter } from '../../db/batch-writer.js';
 import { AppError, forbidden, notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import { newId } from '../../lib/ids.js';
-import { inScope, type Actor } from '../../lib/scope.js';
+import type { Actor } from '../../lib/scope.js';
 import type { Ack, Command, CommandType, Priority } from '../../protocol/index.js';
 import type { AreasService } from '../areas/areas.service.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { DevicesRepository } from '../devices/devices.repository.js';
+import type { DevicesService } from '../devices/devices.service.js';
 import type { Metrics } from '../../plugins/metrics.js';
 import type { AckUpdate, CommandsRepository } from './commands.repository.js';
 import {
@@ -26,7 +26,10 @@ export interface CommandPublisher {
 }
 
 /** The counters the commands service feeds (src/plugins/metrics.ts). */
-export type CommandMetrics = Pick<Metrics, 'commandSent' | 'ackRecorded'>;
+export type CommandMetrics = Pick<
+  Metrics,
+  'commandSent' | 'ackRecorded' | 'batchWriteRetried' | 'batchWriteDropped'
+>;
 
 /** Who may send what. Playing content is for those who run programming; stop and volume also for technicians. */
 const ROLES_FOR_TYPE: Record<CommandType, readonly Role[]> = {
@@ -38,7 +41,11 @@ const ROLES_FOR_TYPE: Record<CommandType, readonly Role[]> = {
   ping: ['admin', 'technician'],
   identify: ['admin', 'technician'],
 };
-/** Only district staff (and admins) may pre-empt everything with an emergency. */
+/**
+ * Only district staff (and admins) may pre-empt everything with an emergency. This also decides who may
+ * end or change one: devices refuse (`lower_priority`) a stop or volume below the priority of what plays,
+ * so a technician's or broadcaster's stop cannot silence an emergency broadcast.
+ */
 const ROLES_FOR_PRIORITY: Record<Priority, readonly Role[]> = {
   normal: ROLES_FOR_TYPE.stop,
   priority: ROLES_FOR_TYPE.stop,
@@ -57,6 +64,22 @@ export function toWire(row: CommandRow): Command {
     priority: row.priority,
     params: row.params,
   } as Command;
+}
+
+/**
+ * How a command is sent again when a device (re)subscribes. A play joins the broadcast where it now is:
+ * `offsetMs` is the time since the command was created plus the offset it started at, so a cluster that
+ * rejoins plays in step with the others. A play whose content (duration × repeats) has ended is not sent
+ * at all. A stream without a duration has no position to join at and no end, so it goes out as it was.
+ */
+export function resendPayload(row: CommandRow, now: Date): Command | 'ended' {
+  const wire = toWire(row);
+  if (wire.type !== 'play') return wire;
+  const { source, repeat, offsetMs } = wire.params;
+  if (source.durationMs === undefined) return wire;
+  const position = (offsetMs ?? 0) + Math.max(0, now.getTime() - row.createdAt.getTime());
+  if (position >= source.durationMs * (repeat ?? 1)) return 'ended';
+  return { ...wire, params: { ...wire.params, offsetMs: position } };
 }
 
 function summary(row: CommandRow, username: string | null): CommandSummary {
@@ -78,7 +101,7 @@ export class CommandsService {
 
   constructor(
     private readonly repo: CommandsRepository,
-    private readonly devices: DevicesRepository,
+    private readonly devices: Pick<DevicesService, 'requireActionableMany' | 'idsInSubtrees'>,
     private readonly areas: AreasService,
     private readonly audit: AuditService,
     private readonly publisher: CommandPublisher,
@@ -92,7 +115,16 @@ export class CommandsService {
           this.metrics.ackRecorded(ack.status, sentAt ? ack.at.getTime() - sentAt.getTime() : null);
         }
       },
-      (err, acks) => log.error({ err, count: acks.length }, 'failed to store acks'),
+      (err, acks) => {
+        log.error({ err, count: acks.length }, 'failed to store acks; dropped after the last attempt');
+        this.metrics.batchWriteDropped('acks', acks.length);
+      },
+      {
+        onRetry: (err, acks, attempt, delayMs) => {
+          log.warn({ err, count: acks.length, attempt, delayMs }, 'failed to store acks; will retry');
+          this.metrics.batchWriteRetried('acks');
+        },
+      },
     );
   }
 
@@ -156,23 +188,26 @@ export class CommandsService {
     return { id: row.id, targets: targetIds.length, sent: sent.length, expiresAt: expiresAt.toISOString() };
   }
 
-  /** Devices named directly plus every device under the named areas, each checked against the scope. */
+  /**
+   * Devices named directly plus every device under the named areas, each checked against the scope, each
+   * once. The whole accepted range (10,000 devices, 1,000 areas) is resolved in batches.
+   */
   private resolveTargets(actor: Actor, targets: CreateCommandInput['targets']): string[] {
     const ids = new Set<string>();
-    const requested = [...new Set(targets.deviceIds ?? [])];
-    const found = new Map(this.devices.findManyWithPath(requested).map((d) => [d.id, d]));
-    requested.forEach((deviceId, i) => {
-      const device = found.get(deviceId);
-      const field = `targets.deviceIds.${i}`;
-      if (!device) throw new AppError('not_found', `${field}: device ${deviceId} not found`);
-      if (!inScope(actor, device.areaPath))
-        throw forbidden(`${field}: device ${deviceId} is outside your area`);
-      ids.add(deviceId);
+    for (const device of this.devices.requireActionableMany(
+      actor,
+      targets.deviceIds ?? [],
+      'targets.deviceIds',
+    )) {
+      ids.add(device.id);
+    }
+    const areaPaths = new Map<string, string>();
+    (targets.areaIds ?? []).forEach((areaId, i) => {
+      if (!areaPaths.has(areaId)) {
+        areaPaths.set(areaId, this.areas.requireActionable(actor, areaId, `targets.areaIds.${i}`).path);
+      }
     });
-    const areaPaths = (targets.areaIds ?? []).map(
-      (areaId, i) => this.areas.requireActionable(actor, areaId, `targets.areaIds.${i}`).path,
-    );
-    for (const id of this.devices.idsInSubtrees(areaPaths)) ids.add(id);
+    for (const id of this.devices.idsInSubtrees([...areaPaths.values()])) ids.add(id);
     if (ids.size === 0) {
       throw new AppError('validation_failed', 'targets: the named areas contain no devices', {
         errors: [{ field: 'body.targets', message: 'the named areas contain no devices' }],
@@ -181,7 +216,11 @@ export class CommandsService {
     return [...ids];
   }
 
-  /** A device has (re)subscribed to its cmd topic: send what it missed while offline, if still valid. */
+  /**
+   * A device has (re)subscribed to its cmd topic: send again, unexpired, every command it has not given a
+   * final answer to — those it missed while offline and those it received but whose outcome we never
+   * heard (see resendPayload for plays).
+   */
   deliverPending(deviceId: string): void {
     // Acks still queued for the database must count, or a command just acknowledged would be re-sent.
     this.ackWriter.flush();
@@ -189,13 +228,18 @@ export class CommandsService {
     const pending = this.repo.pendingFor(deviceId, now);
     if (pending.length === 0) return;
     const sentTo: string[] = [];
+    const ended: string[] = [];
     for (const row of pending) {
-      if (this.publisher.publishCommand([deviceId], Buffer.from(JSON.stringify(toWire(row)))).length > 0) {
+      const payload = resendPayload(row, now);
+      if (payload === 'ended') {
+        ended.push(row.id);
+      } else if (this.publisher.publishCommand([deviceId], Buffer.from(JSON.stringify(payload))).length > 0) {
         sentTo.push(row.id);
       }
     }
     this.repo.markSent(sentTo, deviceId, now);
-    this.log.info({ deviceId, commands: sentTo }, 'sent pending commands to reconnected device');
+    this.repo.closeEnded(ended, deviceId, now);
+    this.log.info({ deviceId, commands: sentTo, ended }, 'sent pending commands to reconnected device');
   }
 
   recordAck(deviceId: string, ack: Ack): void {
@@ -216,8 +260,9 @@ export class CommandsService {
     return changed;
   }
 
+  /** At shutdown: acks waiting for a retry get one last attempt now (src/db/batch-writer.ts). */
   flush(): void {
-    this.ackWriter.flush();
+    this.ackWriter.drain();
   }
 
   get(actor: Actor, id: string, status?: DeliveryStatus): CommandDetail {

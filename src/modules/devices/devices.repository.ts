@@ -5,6 +5,13 @@ import { inSubtree } from '../../lib/scope.js';
 
 export type DeviceWithPath = DeviceRow & { areaPath: string };
 
+const SUBTREES_PER_QUERY = 200;
+const IDS_PER_QUERY = 1_000;
+
+function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
+  for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);
+}
+
 export type DeviceSort = 'name' | 'lastSeenAt' | '-lastSeenAt';
 
 export class DevicesRepository {
@@ -84,32 +91,42 @@ export class DevicesRepository {
     return { rows, total };
   }
 
-  /** Ids of every device in any of the given subtrees. */
+  /**
+   * Ids of every device in any of the given subtrees. The subtrees go to SQLite a batch at a time: one OR
+   * per subtree nests the expression, and SQLite refuses trees deeper than 1,000 (SQLITE_MAX_EXPR_DEPTH).
+   */
   idsInSubtrees(pathPrefixes: readonly string[]): string[] {
-    if (pathPrefixes.length === 0) return [];
-    return this.db
-      .select({ id: devices.id })
-      .from(devices)
-      .innerJoin(areas, eq(devices.areaId, areas.id))
-      .where(
-        sql.join(
-          pathPrefixes.map((p) => inSubtree(areas.path, p)),
-          sql` OR `,
-        ),
-      )
-      .all()
-      .map((r) => r.id);
+    const ids: string[] = [];
+    for (const batch of chunks(pathPrefixes, SUBTREES_PER_QUERY)) {
+      const rows = this.db
+        .select({ id: devices.id })
+        .from(devices)
+        .innerJoin(areas, eq(devices.areaId, areas.id))
+        .where(
+          sql.join(
+            batch.map((p) => inSubtree(areas.path, p)),
+            sql` OR `,
+          ),
+        )
+        .all();
+      for (const r of rows) ids.push(r.id);
+    }
+    return ids;
   }
 
+  /** Batched to stay well under SQLite's limit on bound variables (32,766) whatever the caller sends. */
   findManyWithPath(ids: readonly string[]): DeviceWithPath[] {
-    if (ids.length === 0) return [];
-    return this.db
-      .select({ device: devices, areaPath: areas.path })
-      .from(devices)
-      .innerJoin(areas, eq(devices.areaId, areas.id))
-      .where(inArray(devices.id, ids))
-      .all()
-      .map((r) => ({ ...r.device, areaPath: r.areaPath }));
+    const found: DeviceWithPath[] = [];
+    for (const batch of chunks(ids, IDS_PER_QUERY)) {
+      const rows = this.db
+        .select({ device: devices, areaPath: areas.path })
+        .from(devices)
+        .innerJoin(areas, eq(devices.areaId, areas.id))
+        .where(inArray(devices.id, batch))
+        .all();
+      for (const r of rows) found.push({ ...r.device, areaPath: r.areaPath });
+    }
+    return found;
   }
 
   update(
@@ -121,5 +138,19 @@ export class DevicesRepository {
 
   delete(id: string): void {
     this.db.delete(devices).where(eq(devices.id, id)).run();
+  }
+
+  names(): { id: string; name: string; sortName: string }[] {
+    return this.db
+      .select({ id: devices.id, name: devices.name, sortName: devices.sortName })
+      .from(devices)
+      .all();
+  }
+
+  setSortNames(rows: readonly { id: string; sortName: string }[]): void {
+    this.db.transaction((tx) => {
+      for (const r of rows)
+        tx.update(devices).set({ sortName: r.sortName }).where(eq(devices.id, r.id)).run();
+    });
   }
 }

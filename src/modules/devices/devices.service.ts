@@ -1,5 +1,5 @@
 import type { DeviceRow } from '../../db/schema/index.js';
-import { notFound } from '../../errors.js';
+import { AppError, forbidden, notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import { hashSecret, secretMatches } from '../../lib/crypto.js';
 import { newId, newSecret } from '../../lib/ids.js';
@@ -147,6 +147,49 @@ export class DevicesService {
     this.connections.disconnect(id, 'credentials_rotated');
     this.audit.record(actor, 'device.credentials_rotated', { type: 'device', id });
     return credentialsFor(id, secret);
+  }
+
+  /**
+   * Devices an actor names in order to act on them (commands): each must exist (404) and lie in the actor's
+   * area (403). Errors name the field by the index the caller used; repeated ids count once.
+   */
+  requireActionableMany(actor: Actor, ids: readonly string[], field: string): DeviceWithPath[] {
+    const found = new Map(this.repo.findManyWithPath([...new Set(ids)]).map((d) => [d.id, d]));
+    const out = new Map<string, DeviceWithPath>();
+    ids.forEach((id, i) => {
+      if (out.has(id)) return;
+      const device = found.get(id);
+      if (!device) throw new AppError('not_found', `${field}.${i}: device ${id} not found`);
+      if (!inScope(actor, device.areaPath))
+        throw forbidden(`${field}.${i}: device ${id} is outside your area`);
+      out.set(id, device);
+    });
+    return [...out.values()];
+  }
+
+  /** Ids of every device in the subtrees with these paths; the caller has checked the areas' scope. */
+  idsInSubtrees(paths: readonly string[]): string[] {
+    // A subtree inside another adds nothing, so only the outermost ones are queried. Sorted, a path comes
+    // right after the paths it extends, so comparing with the last kept one is enough.
+    const outermost: string[] = [];
+    for (const path of [...new Set(paths)].sort()) {
+      const last = outermost.at(-1);
+      if (last === undefined || !path.startsWith(last)) outermost.push(path);
+    }
+    return this.repo.idsInSubtrees(outermost);
+  }
+
+  /**
+   * Recomputes stored sort keys that differ from what sortKey() gives today, so that a change of the
+   * ordering rule needs no migration (SQL cannot compute the keys). One read of the names when none differ.
+   */
+  refreshSortNames(): number {
+    const stale = this.repo
+      .names()
+      .map((d) => ({ id: d.id, sortName: sortKey(d.name), old: d.sortName }))
+      .filter((d) => d.sortName !== d.old);
+    if (stale.length > 0) this.repo.setSortNames(stale);
+    return stale.length;
   }
 
   /** MQTT CONNECT check: the device exists and the secret matches its stored hash. */
