@@ -9,13 +9,20 @@ export const ERROR_CATALOGUE = {
   unauthenticated: { status: 401, title: 'Authentication required' },
   invalid_credentials: { status: 401, title: 'Wrong username or password' },
   forbidden: { status: 403, title: 'Not allowed' },
+  account_disabled: { status: 403, title: 'The account is disabled' },
   not_found: { status: 404, title: 'Not found' },
+  request_timeout: { status: 408, title: 'The request took too long to arrive' },
   conflict: { status: 409, title: 'Conflicts with existing data' },
   area_not_empty: { status: 409, title: 'The area still has sub-areas, devices or users' },
+  idempotency_key_in_use: { status: 409, title: 'A request with this Idempotency-Key is still in progress' },
+  idempotency_key_reused: { status: 422, title: 'The Idempotency-Key was used for a different request' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
+  uri_too_long: { status: 414, title: 'A path segment is too long' },
   unsupported_media_type: { status: 415, title: 'Unsupported content type' },
   too_many_requests: { status: 429, title: 'Too many requests' },
+  headers_too_large: { status: 431, title: 'The request line and headers are too large' },
   internal: { status: 500, title: 'Internal server error' },
+  not_ready: { status: 503, title: 'Not ready to serve' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;

@@ -3,8 +3,9 @@
  * creates a small area tree with one station and ten loudspeaker clusters, runs them in the simulator and
  * prints what to try. Ctrl-C stops the simulator, then the server.
  *
- * The server's data lives in data/demo; the demo keeps the ids and device secrets it created there too
- * (firmware-sim-demo.json), so a second run reuses the same commune instead of creating another.
+ * The server's data lives in DATA_DIR (default data/demo); the demo keeps the ids and device secrets it
+ * created there too (firmware-sim-demo.json), so a second run reuses the same commune instead of creating
+ * another. PORT, MQTT_PORT, DATA_DIR and ADMIN_PASSWORD mean what they mean to `npm start`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -12,29 +13,24 @@ import { once } from 'node:events';
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { createArea, createDevice, deviceExists, login, type DeviceCredentials } from './api.js';
+import { DEMO_USAGE, parseDemoOptions, UsageError } from './demo-options.js';
 import { Fleet } from './fleet.js';
 import { Reporter, logLine } from './reporter.js';
 import { shutdownSignal } from './signals.js';
 
-const USAGE = `Loa demo: a commune with one station and ten loudspeaker clusters, simulated.
-
-Usage: npm run demo [-- options]
-  --api URL        use a Loa server that is already running instead of starting one
-  --mqtt URL       its broker (default: the API's host, port 1883)
-  --password PW    admin password (default: LOA_ADMIN_PASSWORD, or generated and kept in data/demo)
-  --speed X        simulated time runs X times faster (default 1: a 30 s bulletin plays 30 s)
-  -h, --help       this text
-
-Without --api the server is started with PORT=3000, MQTT_PORT=1883, DATA_DIR=./data/demo.`;
-
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const DATA_DIR = path.join(ROOT, 'data/demo');
-const STATE_FILE = path.join(DATA_DIR, 'firmware-sim-demo.json');
-const PASSWORD_FILE = path.join(DATA_DIR, 'demo-admin-password');
-const SERVER_LOG = path.join(DATA_DIR, 'server.log');
+
+/** What the demo keeps in the server's data directory. */
+function demoFiles(dataDir: string) {
+  return {
+    state: path.join(dataDir, 'firmware-sim-demo.json'),
+    password: path.join(dataDir, 'demo-admin-password'),
+    serverLog: path.join(dataDir, 'server.log'),
+  };
+}
+type DemoFiles = ReturnType<typeof demoFiles>;
 
 const HAMLETS = ['Thôn Đông', 'Thôn Tây', 'Thôn Nam'] as const;
 const CLUSTERS = 10;
@@ -49,40 +45,6 @@ const demoStateSchema = z.object({
 });
 type DemoState = z.infer<typeof demoStateSchema>;
 
-class UsageError extends Error {}
-
-function parseCli(
-  argv: string[],
-): { api?: string; mqtt?: string; password?: string; speed: number } | 'help' {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        api: { type: 'string' },
-        mqtt: { type: 'string' },
-        password: { type: 'string' },
-        speed: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  if (values.help) return 'help';
-  for (const name of ['api', 'mqtt'] as const) {
-    const value = values[name];
-    if (value !== undefined && !URL.canParse(value))
-      throw new UsageError(`--${name} is not a URL: "${value}"`);
-  }
-  const speed = values.speed === undefined ? 1 : Number(values.speed);
-  if (!Number.isFinite(speed) || speed <= 0)
-    throw new UsageError(`--speed must be a number > 0, got "${values.speed}"`);
-  return { api: values.api, mqtt: values.mqtt, password: values.password, speed };
-}
-
 async function healthy(api: string): Promise<boolean> {
   try {
     const response = await fetch(`${api}/healthz`, { signal: AbortSignal.timeout(2_000) });
@@ -94,11 +56,11 @@ async function healthy(api: string): Promise<boolean> {
 }
 
 /** The demo admin password: given, or generated once and kept next to the demo's data. */
-function demoPassword(given: string | undefined): string {
+function demoPassword(given: string | undefined, file: string): string {
   if (given) return given;
-  if (existsSync(PASSWORD_FILE)) return readFileSync(PASSWORD_FILE, 'utf8').trim();
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
   const generated = randomBytes(12).toString('base64url');
-  writeFileSync(PASSWORD_FILE, `${generated}\n`, { mode: 0o600 });
+  writeFileSync(file, `${generated}\n`, { mode: 0o600 });
   return generated;
 }
 
@@ -107,15 +69,19 @@ function demoPassword(given: string | undefined): string {
  * server, so our SIGTERM reaches it. It gets its own process group so that Ctrl-C reaches only us and the
  * simulated devices can disconnect before the server goes away.
  */
-function startServer(password: string): ChildProcess {
-  const log = openSync(SERVER_LOG, 'a');
+function startServer(
+  password: string,
+  where: { port: number; mqttPort: number; dataDir: string },
+  logFile: string,
+): ChildProcess {
+  const log = openSync(logFile, 'a');
   const server = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
     cwd: ROOT,
     env: {
       ...process.env,
-      PORT: '3000',
-      MQTT_PORT: '1883',
-      DATA_DIR: './data/demo',
+      PORT: String(where.port),
+      MQTT_PORT: String(where.mqttPort),
+      DATA_DIR: where.dataDir,
       ADMIN_PASSWORD: password,
     },
     stdio: ['ignore', log, log],
@@ -134,12 +100,17 @@ function tail(file: string, lines: number): string {
   }
 }
 
-async function waitHealthy(api: string, server: ChildProcess | undefined, timeoutMs: number): Promise<void> {
+async function waitHealthy(
+  api: string,
+  server: { process: ChildProcess; log: string } | undefined,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (server && server.exitCode !== null) {
+    if (server && server.process.exitCode !== null) {
       throw new Error(
-        `the server exited with code ${server.exitCode}; last lines of ${SERVER_LOG}:\n${tail(SERVER_LOG, 20)}`,
+        `the server exited with code ${server.process.exitCode}; last lines of ${server.log}:\n` +
+          `${tail(server.log, 20)}\n(a port in use? choose others with PORT=… MQTT_PORT=… npm run demo)`,
       );
     }
     if (await healthy(api)) return;
@@ -243,32 +214,37 @@ async function stopServer(server: ChildProcess): Promise<void> {
 async function main(): Promise<number> {
   let options;
   try {
-    options = parseCli(process.argv.slice(2));
+    options = parseDemoOptions(process.argv.slice(2), process.env, process.cwd());
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    console.error(`error: ${error.message}\n\n${USAGE}`);
+    console.error(`error: ${error.message}\n\n${DEMO_USAGE}`);
     return 2;
   }
   if (options === 'help') {
-    console.log(USAGE);
+    console.log(DEMO_USAGE);
     return 0;
   }
 
-  let server: ChildProcess | undefined;
+  const { api } = options;
+  let server: { process: ChildProcess; log: string } | undefined;
+  let files: DemoFiles | undefined;
   let password: string;
-  const api = (options.api ?? 'http://localhost:3000').replace(/\/+$/, '');
-  if (options.api === undefined) {
+  if (options.server) {
     if (await healthy(api)) {
-      throw new Error(`a server already answers at ${api}; use it with: npm run demo -- --api ${api}`);
+      throw new Error(
+        `a server already answers at ${api}; use it with: npm run demo -- --api ${api}, ` +
+          'or start another on free ports: PORT=… MQTT_PORT=… npm run demo',
+      );
     }
-    mkdirSync(DATA_DIR, { recursive: true });
-    password = demoPassword(options.password ?? process.env.LOA_ADMIN_PASSWORD);
-    logLine(`starting the Loa server (log: ${path.relative(process.cwd(), SERVER_LOG)})`);
-    server = startServer(password);
+    files = demoFiles(options.server.dataDir);
+    mkdirSync(options.server.dataDir, { recursive: true });
+    password = demoPassword(options.password, files.password);
+    logLine(`starting the Loa server (log: ${path.relative(process.cwd(), files.serverLog)})`);
+    server = { process: startServer(password, options.server, files.serverLog), log: files.serverLog };
   } else {
-    const given = options.password ?? process.env.LOA_ADMIN_PASSWORD;
-    if (!given) throw new Error('with --api, give the admin password with --password or LOA_ADMIN_PASSWORD');
-    password = given;
+    if (!options.password)
+      throw new Error('with --api, give the admin password with --password or ADMIN_PASSWORD');
+    password = options.password;
   }
 
   let fleet: Fleet | undefined;
@@ -280,24 +256,21 @@ async function main(): Promise<number> {
     // Reuse what an earlier run created on the same database (if that database still has it); a server we
     // did not start gets a new tree.
     let state =
-      server && existsSync(STATE_FILE)
-        ? demoStateSchema.parse(JSON.parse(readFileSync(STATE_FILE, 'utf8')))
+      files && existsSync(files.state)
+        ? demoStateSchema.parse(JSON.parse(readFileSync(files.state, 'utf8')))
         : undefined;
     const station = state?.devices[0];
-    if (state && station && (await deviceExists(api, token, station.id))) {
-      logLine(`reusing the demo commune and devices from ${path.relative(process.cwd(), STATE_FILE)}`);
+    if (files && state && station && (await deviceExists(api, token, station.id))) {
+      logLine(`reusing the demo commune and devices from ${path.relative(process.cwd(), files.state)}`);
     } else {
       state = await createCommune(api, token);
       logLine(
         `created Tỉnh Quảng Trị › Xã Hải Lăng › ${HAMLETS.join(', ')} and ${state.devices.length} devices`,
       );
-      if (server) writeFileSync(STATE_FILE, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+      if (files) writeFileSync(files.state, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
     }
 
-    fleet = new Fleet(state.devices, {
-      mqttUrl: options.mqtt ?? `mqtt://${new URL(api).hostname}:1883`,
-      speed: options.speed,
-    });
+    fleet = new Fleet(state.devices, { mqttUrl: options.mqttUrl, speed: options.speed });
     reporter = new Reporter(fleet);
     reporter.start(60_000);
     const report = await fleet.connectAll();
@@ -305,26 +278,28 @@ async function main(): Promise<number> {
       logLine(
         `${report.failed.length} device(s) did not connect: ${report.failed.map((f) => f.error).join('; ')}`,
       );
-      if (server)
+      if (options.server)
         logLine(
-          `if their credentials are stale, delete ${path.relative(process.cwd(), DATA_DIR)} and run again`,
+          `if their credentials are stale, delete ${path.relative(process.cwd(), options.server.dataDir)} and run again`,
         );
     }
     console.log(
-      instructions(api, password, state, server ? path.relative(process.cwd(), SERVER_LOG) : undefined),
+      instructions(api, password, state, files ? path.relative(process.cwd(), files.serverLog) : undefined),
     );
 
     // Ctrl-C or SIGTERM, or the server dying under us.
     const stopped = new Promise<string>((resolve) => {
       void shutdownSignal().then(resolve);
-      server?.once('exit', (code, signal) => resolve(`the server exited (${signal ?? `code ${code}`})`));
+      server?.process.once('exit', (code, signal) =>
+        resolve(`the server exited (${signal ?? `code ${code}`})`),
+      );
     });
     logLine(`${await stopped}: stopping`);
     return 0;
   } finally {
     reporter?.stop();
     await fleet?.closeAll();
-    if (server) await stopServer(server);
+    if (server) await stopServer(server.process);
   }
 }
 

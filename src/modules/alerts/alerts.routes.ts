@@ -7,6 +7,8 @@ import {
   listAlertsQuerySchema,
 } from './alerts.schemas.js';
 
+/** Alerts are read by district operators too (they decide where a warning can be heard); acted on by technicians. */
+const READERS = ['admin', 'technician', 'district_operator'] as const;
 const TECHNICIANS = ['admin', 'technician'] as const;
 
 const routes: FastifyPluginAsyncZod = async (app) => {
@@ -21,7 +23,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         querystring: listAlertsQuerySchema,
         response: { 200: alertListSchema },
       },
-      preHandler: app.requireRole(...TECHNICIANS),
+      preHandler: app.requireRole(...READERS),
     },
     async (request) => alerts.list(request.actor, request.query),
   );

@@ -2,6 +2,7 @@ import { AREA_LEVELS, type AreaLevel, type AreaRow } from '../../db/schema/index
 import { AppError, forbidden, invalid, notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import { newId } from '../../lib/ids.js';
+import { compareNames } from '../../lib/text.js';
 import { inScope, type Actor } from '../../lib/scope.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AreasRepository } from './areas.repository.js';
@@ -21,9 +22,8 @@ export function toAreaView(row: AreaRow): AreaView {
   };
 }
 
-/** Depth-first order, siblings by name (Vietnamese collation), so a client can render the tree as is. */
+/** Depth-first order, siblings by name (Vietnamese order), so a client can render the tree as is. */
 function depthFirst(rows: AreaRow[]): AreaRow[] {
-  const collator = new Intl.Collator('vi');
   const ids = new Set(rows.map((r) => r.id));
   const children = new Map<string | null, AreaRow[]>();
   for (const row of rows) {
@@ -35,7 +35,7 @@ function depthFirst(rows: AreaRow[]): AreaRow[] {
   }
   const out: AreaRow[] = [];
   const visit = (parent: string | null) => {
-    const list = (children.get(parent) ?? []).sort((a, b) => collator.compare(a.name, b.name));
+    const list = (children.get(parent) ?? []).sort((a, b) => compareNames(a.name, b.name));
     for (const row of list) {
       out.push(row);
       visit(row.id);

@@ -7,8 +7,11 @@ import {
   telemetrySeriesSchema,
 } from './health.schemas.js';
 
-/** Health is for the people who keep the equipment alive. */
-const TECHNICIANS = ['admin', 'technician'] as const;
+/**
+ * Health is for the people who keep the equipment alive, and for district operators, who must know which
+ * loudspeakers are down before they send a warning. Reads only: scope still limits each to their area.
+ */
+const HEALTH_READERS = ['admin', 'technician', 'district_operator'] as const;
 
 const routes: FastifyPluginAsyncZod = async (app) => {
   const { devices, health, areas } = app.services;
@@ -23,7 +26,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         params: healthParamsSchema,
         response: { 200: deviceHealthSchema },
       },
-      preHandler: app.requireRole(...TECHNICIANS),
+      preHandler: app.requireRole(...HEALTH_READERS),
     },
     async (request) => health.deviceHealth(devices.getVisible(request.actor, request.params.id)),
   );
@@ -38,7 +41,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         querystring: telemetryQuerySchema,
         response: { 200: telemetrySeriesSchema },
       },
-      preHandler: app.requireRole(...TECHNICIANS),
+      preHandler: app.requireRole(...HEALTH_READERS),
     },
     async (request) =>
       health.telemetryHistory(devices.getVisible(request.actor, request.params.id).id, request.query),
@@ -54,7 +57,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         params: healthParamsSchema,
         response: { 200: areaSummarySchema },
       },
-      preHandler: app.requireRole(...TECHNICIANS),
+      preHandler: app.requireRole(...HEALTH_READERS),
     },
     async (request) => {
       const area = areas.getVisible(request.actor, request.params.id);
