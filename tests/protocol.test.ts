@@ -1,9 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import {
+  LIMITS,
   ackSchema,
+  commandEnvelopeSchema,
   commandSchema,
   decodePayload,
+  logSchema,
   parseDeviceTopic,
+  playSourceSchema,
   priorityRank,
   stateSchema,
   telemetrySchema,
@@ -78,5 +82,98 @@ describe('device protocol v1', () => {
       true,
     );
     expect(telemetrySchema.safeParse({ at: '2026-06-01T01:00:00Z', uptimeS: 'five' }).success).toBe(false);
+  });
+
+  describe('limits', () => {
+    const at = '2026-06-01T01:00:00Z';
+    const id = (n: number) => 'x'.repeat(n);
+    const media = (url: string) => ({ kind: 'media', url, sha256: 'a'.repeat(64), durationMs: 1_000 });
+
+    it('accepts media and stream URLs over http and https only', () => {
+      for (const url of ['https://loa.example/a.mp3', 'http://10.0.0.5:8000/live', 'HTTPS://loa.example/b']) {
+        expect(playSourceSchema.safeParse(media(url)).success, url).toBe(true);
+        expect(playSourceSchema.safeParse({ kind: 'stream', url }).success, url).toBe(true);
+      }
+      for (const url of [
+        'file:///etc/passwd',
+        'javascript:alert(1)',
+        'gopher://loa.example/1',
+        'ftp://loa.example/a.mp3',
+        'data:audio/mpeg;base64,AAAA',
+        'rtsp://camera/stream',
+      ]) {
+        const result = playSourceSchema.safeParse({ kind: 'stream', url });
+        expect(result.success, url).toBe(false);
+        expect(result.error?.issues[0]?.message).toBe('must be an http or https URL');
+        expect(playSourceSchema.safeParse(media(url)).success, url).toBe(false);
+      }
+    });
+
+    it('bounds URLs at 2,048 characters', () => {
+      const url = (length: number) =>
+        `https://loa.example/${'a'.repeat(length - 'https://loa.example/'.length)}`;
+      expect(playSourceSchema.safeParse({ kind: 'stream', url: url(LIMITS.url) }).success).toBe(true);
+      expect(playSourceSchema.safeParse({ kind: 'stream', url: url(LIMITS.url + 1) }).success).toBe(false);
+    });
+
+    it('bounds ids at 64 characters in commands, acks, state and log entries', () => {
+      const play = (commandId: string, sessionId: string) => ({
+        id: commandId,
+        type: 'play',
+        issuedAt: at,
+        priority: 'normal',
+        params: { sessionId, source: media('https://loa.example/a.mp3') },
+      });
+      expect(commandSchema.safeParse(play(id(64), id(64))).success).toBe(true);
+      expect(commandSchema.safeParse(play(id(65), 's')).success).toBe(false);
+      expect(commandSchema.safeParse(play('c', id(65))).success).toBe(false);
+      const stop = { id: 'c', type: 'stop', issuedAt: at, priority: 'emergency' };
+      expect(commandSchema.safeParse({ ...stop, params: { sessionId: id(64) } }).success).toBe(true);
+      expect(commandSchema.safeParse({ ...stop, params: { sessionId: id(65) } }).success).toBe(false);
+      expect(commandEnvelopeSchema.safeParse({ id: id(65), type: 'play' }).success).toBe(false);
+      expect(commandEnvelopeSchema.safeParse({ id: 'c', type: id(65) }).success).toBe(false);
+
+      expect(ackSchema.safeParse({ id: id(64), status: 'done', at }).success).toBe(true);
+      expect(ackSchema.safeParse({ id: id(65), status: 'done', at }).success).toBe(false);
+
+      const playing = { sessionId: 's', commandId: 'c', priority: 'normal', startedAt: at, positionMs: 0 };
+      const state = (p: object) => ({ firmware: '1.4.2', volume: 50, playing: p });
+      expect(stateSchema.safeParse(state(playing)).success).toBe(true);
+      expect(stateSchema.safeParse(state({ ...playing, sessionId: id(65) })).success).toBe(false);
+      expect(stateSchema.safeParse(state({ ...playing, commandId: id(65) })).success).toBe(false);
+      expect(stateSchema.safeParse(state({ ...playing, sessionId: '' })).success).toBe(false);
+
+      const entry = { seq: 1, sessionId: 's', commandId: 'c', event: 'started', at };
+      expect(logSchema.safeParse({ ...entry, sessionId: id(64), commandId: id(64) }).success).toBe(true);
+      expect(logSchema.safeParse({ ...entry, sessionId: id(65) }).success).toBe(false);
+      expect(logSchema.safeParse({ ...entry, commandId: id(65) }).success).toBe(false);
+    });
+
+    it('bounds reasons at 500 characters and the firmware version at 64, Vietnamese counted as characters', () => {
+      const reason = 'lỗi tải tệp '.repeat(50).slice(0, LIMITS.reason);
+      expect(reason).toHaveLength(500);
+      const entry = { seq: 1, sessionId: 's', commandId: 'c', event: 'failed', at };
+      expect(logSchema.safeParse({ ...entry, reason }).success).toBe(true);
+      expect(logSchema.safeParse({ ...entry, reason: `${reason}x` }).success).toBe(false);
+      // The 10 MB log entry a probe sent is refused, not logged or stored.
+      expect(decodePayload(logSchema, JSON.stringify({ ...entry, reason: 'x'.repeat(10_000_000) })).ok).toBe(
+        false,
+      );
+      expect(ackSchema.safeParse({ id: 'c', status: 'failed', reason: `${reason}x`, at }).success).toBe(
+        false,
+      );
+      expect(stateSchema.safeParse({ firmware: 'v'.repeat(64), volume: 1, playing: null }).success).toBe(
+        true,
+      );
+      expect(stateSchema.safeParse({ firmware: 'v'.repeat(65), volume: 1, playing: null }).success).toBe(
+        false,
+      );
+    });
+
+    it('keeps priority on stop and volume commands', () => {
+      const volume = { id: 'c', type: 'volume', issuedAt: at, params: { level: 10 } };
+      expect(commandSchema.safeParse({ ...volume, priority: 'emergency' }).success).toBe(true);
+      expect(commandSchema.safeParse(volume).success).toBe(false);
+    });
   });
 });

@@ -79,8 +79,20 @@ export interface SimDeviceOptions {
   firmware?: string;
   /** Volume at boot, 0..100. Default 70. */
   volume?: number;
-  /** Mean wait before the MQTT client retries a lost or refused connection, in real ms (±50 %). Default 2000. */
+  /**
+   * Reconnecting after a lost or refused connection (protocol.md §1): exponential back-off with full
+   * jitter, a random wait in [0, min(max, base × 2^n)] real ms after the n-th failure in a row. The count
+   * starts again once a connection has stayed up `reconnectStableMs`. Defaults: 1 s, 60 s, 60 s.
+   */
+  reconnectBaseMs?: number;
+  reconnectMaxMs?: number;
+  reconnectStableMs?: number;
+  /**
+   * Deprecated: a fixed ceiling instead of back-off (sets base and max alike when they are not given).
+   */
   reconnectPeriodMs?: number;
+  /** Source of the jitter, a number in [0, 1]; Math.random by default. Tests fix it. */
+  random?: () => number;
   /** Simulated seconds a reboot takes before the device connects again. Default 20. */
   bootS?: number;
   /** Whether the firmware implements `ping`, `identify` and `reboot`; if not they are rejected `unsupported`. */
@@ -100,7 +112,7 @@ export interface CommandEvent {
 export interface DeviceCounters {
   /** Commands answered (acked or at least meant to be, before `dropAcks`). */
   handledCommands: number;
-  /** Commands ignored because their id was already handled (QoS 1 redelivery). */
+  /** Commands whose id was already handled (QoS 1 redelivery, a server re-send): answered again, not run. */
   duplicateCommands: number;
   /** cmd payloads ignored because they were not JSON or had no id / type. */
   malformedCommands: number;
@@ -110,10 +122,17 @@ export interface DeviceCounters {
   droppedOutbox: number;
 }
 
+/** A reconnection is scheduled: `attempt` counts failures in a row (1 for the first). */
+export interface ReconnectEvent {
+  attempt: number;
+  delayMs: number;
+}
+
 export type SimDeviceEvents = {
   /** Connected, subscribed to cmd and state published. */
   connect: [];
   disconnect: [reason: string];
+  reconnecting: [event: ReconnectEvent];
   command: [event: CommandEvent];
   malformed: [error: string];
   ack: [ack: Ack];
@@ -149,7 +168,8 @@ type VolumeCommand = Extract<Command, { type: 'volume' }>;
 // Unknown fields must survive the envelope check: the full command schema runs on the same object next.
 const looseEnvelopeSchema = commandEnvelopeSchema.loose();
 const KNOWN_TYPES = new Set<string>([...COMMAND_TYPES, ...MAINTENANCE_TYPES]);
-// QoS 1 redelivery comes within seconds, so a short memory is enough, and it stays small per device.
+// QoS 1 redelivery comes within seconds and a server re-sends after a reconnect within minutes, so a short
+// memory is enough, and it stays small per device (ten thousand devices in one process).
 const DEDUPE_WINDOW = 64;
 // Acks and log entries produced while offline wait here, like a firmware's flash queue.
 const OUTBOX_LIMIT = 500;
@@ -196,11 +216,34 @@ const heartbeats = new HeartbeatScheduler();
 
 const noop = (): void => undefined;
 const jitter = (ms: number): number => ms * (0.5 + Math.random());
+
+/**
+ * Exponential back-off with full jitter: a random wait in [0, min(maxMs, baseMs × 2^attempt)]. Full
+ * jitter spreads a fleet that lost its link together (a power cut, a broker restart) over the whole window
+ * instead of bringing it back in waves.
+ */
+export function backoffDelay(
+  attempt: number,
+  baseMs: number,
+  maxMs: number,
+  random: () => number = Math.random,
+): number {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 40));
+  return Math.round(Math.min(1, Math.max(0, random())) * ceiling);
+}
 const round = (value: number, decimals: number): number => Number(value.toFixed(decimals));
+
+/** What the device last answered to a command id, to answer a duplicate the same way. */
+interface Handled {
+  status: AckStatus;
+  reason: string | undefined;
+}
+
+type ResolvedOptions = Required<Omit<SimDeviceOptions, 'faults' | 'reconnectPeriodMs'>>;
 
 export class SimDevice extends EventEmitter<SimDeviceEvents> {
   readonly id: string;
-  private readonly options: Required<Omit<SimDeviceOptions, 'faults'>>;
+  private readonly options: ResolvedOptions;
   private readonly speed: number;
   private readonly heartbeatMs: number;
   private readonly cmdTopic: string;
@@ -213,13 +256,18 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   private timers: Set<NodeJS.Timeout> | undefined;
   private flapTimer: NodeJS.Timeout | undefined;
   private flapDown = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  /** Connection failures in a row, the exponent of the back-off. */
+  private failures = 0;
+  private readySince = 0;
 
   private volume: number;
   private playing: Playback | null = null;
   private seq = 0;
   private bootedAt = performance.now();
   private nextTelemetryAt: number;
-  private readonly recentIds = new Set<string>();
+  /** Recently handled command ids, oldest first, with the last status the device answered. */
+  private readonly handled = new Map<string, Handled>();
   private outbox: { channel: 'ack' | 'log'; payload: Ack | PlaybackLogEntry }[] | undefined;
   private readonly stats: DeviceCounters = {
     handledCommands: 0,
@@ -246,13 +294,22 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       speed: options.speed ?? 1,
       firmware: options.firmware ?? '1.4.2',
       volume: options.volume ?? 70,
-      reconnectPeriodMs: options.reconnectPeriodMs ?? 2_000,
+      reconnectBaseMs: options.reconnectBaseMs ?? options.reconnectPeriodMs ?? 1_000,
+      reconnectMaxMs: options.reconnectMaxMs ?? options.reconnectPeriodMs ?? 60_000,
+      reconnectStableMs: options.reconnectStableMs ?? 60_000,
+      random: options.random ?? Math.random,
       bootS: options.bootS ?? 20,
       maintenance: options.maintenance ?? true,
     };
     if (!(this.options.speed > 0)) throw new RangeError(`speed must be > 0, got ${this.options.speed}`);
     if (!(this.options.heartbeatS > 0))
       throw new RangeError(`heartbeatS must be > 0, got ${this.options.heartbeatS}`);
+    const { reconnectBaseMs, reconnectMaxMs } = this.options;
+    // A zero base would retry in a tight loop, which the protocol forbids.
+    if (!(reconnectBaseMs > 0) || !(reconnectMaxMs >= reconnectBaseMs))
+      throw new RangeError(
+        `need 0 < reconnectBaseMs <= reconnectMaxMs, got ${reconnectBaseMs} and ${reconnectMaxMs}`,
+      );
     this.speed = this.options.speed;
     this.heartbeatMs = (this.options.heartbeatS * 1_000) / this.speed;
     this.volume = this.options.volume;
@@ -354,6 +411,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     for (const timer of this.timers ?? []) clearTimeout(timer);
     this.timers = undefined;
     clearTimeout(this.flapTimer);
+    clearTimeout(this.reconnectTimer);
     clearTimeout(this.playing?.timer);
     this.settleWaiters(new Error(`device ${this.id} closed`));
     const client = this.client;
@@ -384,11 +442,10 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       protocolVersion: 4,
       clean: true,
       keepalive: this.options.keepaliveS,
-      // Jittered so that 10,000 devices cut off together do not all come back in the same millisecond.
-      reconnectPeriod: Math.round(jitter(this.options.reconnectPeriodMs)),
-      // Real firmware keeps retrying after a refusal (the server may be rate-limiting connects, or a
-      // technician may fix the credentials); it does not brick itself.
-      reconnectOnConnackError: true,
+      // MQTT.js retries at a fixed period; the back-off is ours (scheduleReconnect). Real firmware keeps
+      // retrying after a refusal too (the server may be rate-limiting connects, or a technician may fix
+      // the credentials); it does not brick itself.
+      reconnectPeriod: 0,
       // We subscribe ourselves on every connect, so that state is published only after the SUBACK.
       resubscribe: false,
       queueQoSZero: false,
@@ -411,6 +468,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
         return;
       }
       this.ready = true;
+      this.readySince = performance.now();
       this.publishState();
       const queued = this.outbox;
       this.outbox = undefined;
@@ -421,9 +479,28 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   }
 
   private onClose(client: MqttClient): void {
-    if (client !== this.client || !this.ready) return;
-    this.ready = false;
-    this.emit('disconnect', 'connection lost');
+    if (client !== this.client) return;
+    if (this.ready) {
+      this.ready = false;
+      // Only a connection that held counts as a recovery; one dropped at once is another failure.
+      if (performance.now() - this.readySince >= this.options.reconnectStableMs) this.failures = 0;
+      this.emit('disconnect', 'connection lost');
+    }
+    this.scheduleReconnect(client);
+  }
+
+  private scheduleReconnect(client: MqttClient): void {
+    if (this.reconnectTimer || this.closed) return;
+    const { reconnectBaseMs, reconnectMaxMs, random } = this.options;
+    const delayMs = backoffDelay(this.failures, reconnectBaseMs, reconnectMaxMs, random);
+    this.failures += 1;
+    this.emit('reconnecting', { attempt: this.failures, delayMs });
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (client !== this.client) return;
+      // Keeping the stores re-sends acks and log entries that were in flight without a PUBACK.
+      client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore });
+    }, delayMs);
   }
 
   private onClientError(error: Error): void {
@@ -435,6 +512,8 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
 
   /** Abandons the current client; a graceful end lets queued acks and logs leave first (reboot). */
   private dropLink(reason: string, graceful: boolean): void {
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
     const client = this.client;
     if (!client) return;
     this.client = undefined;
@@ -507,6 +586,12 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   }
 
   private ack(id: string, status: AckStatus, reason?: string): void {
+    // Remembered before any fault: what the device decided is what it answers a duplicate with.
+    const handled = this.handled.get(id);
+    if (handled) {
+      handled.status = status;
+      handled.reason = reason;
+    }
     const drop = this.faultState.dropAcks;
     if (drop === true || (typeof drop === 'number' && Math.random() < drop)) {
       this.stats.droppedAcks += 1;
@@ -585,14 +670,18 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       return;
     }
     const command = decoded.value;
-    if (this.recentIds.has(command.id)) {
+    const seen = this.handled.get(command.id);
+    if (seen) {
+      // protocol.md rule 2: answer again, never run twice. The first answer may have been lost with a
+      // server that crashed before storing it, and the server re-sends what it has no final ack for.
       this.stats.duplicateCommands += 1;
+      this.ack(command.id, seen.status, seen.reason);
       return;
     }
-    this.recentIds.add(command.id);
-    if (this.recentIds.size > DEDUPE_WINDOW) {
-      const oldest = this.recentIds.values().next().value;
-      if (oldest !== undefined) this.recentIds.delete(oldest);
+    this.handled.set(command.id, { status: 'received', reason: undefined });
+    if (this.handled.size > DEDUPE_WINDOW) {
+      const oldest = this.handled.keys().next().value;
+      if (oldest !== undefined) this.handled.delete(oldest);
     }
     this.stats.handledCommands += 1;
     this.emit('command', { command, receivedAt, at: new Date() });
@@ -661,7 +750,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       this.ack(command.id, 'done');
       return;
     }
-    if (current && priorityRank(command.priority) < priorityRank(current.priority)) {
+    if (this.outranked(command)) {
       this.ack(command.id, 'rejected', 'lower_priority');
       return;
     }
@@ -713,17 +802,33 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   private stop(command: StopCommand): void {
     const current = this.playing;
     const sessionId = command.params.sessionId;
+    const affected = current && (sessionId === undefined || sessionId === current.sessionId);
+    // protocol.md rule 4: a routine stop must not end an emergency.
+    if (affected && this.outranked(command)) {
+      this.ack(command.id, 'rejected', 'lower_priority');
+      return;
+    }
     // Idempotent: stopping a session that is not playing (any more) is done all the same.
     this.ack(command.id, 'done');
-    if (current && (sessionId === undefined || sessionId === current.sessionId))
-      this.endPlayback('interrupted', 'stopped');
+    if (affected) this.endPlayback('interrupted', 'stopped');
   }
 
   private setVolume(command: VolumeCommand): void {
+    // While nothing plays any volume applies; while something plays, only one of at least its priority.
+    if (this.outranked(command)) {
+      this.ack(command.id, 'rejected', 'lower_priority');
+      return;
+    }
     this.ack(command.id, 'done');
     if (command.params.level === this.volume) return;
     this.volume = command.params.level;
     this.publishState();
+  }
+
+  /** True when something plays at a higher priority than the command's. */
+  private outranked(command: { priority: Priority }): boolean {
+    const current = this.playing;
+    return current !== null && priorityRank(command.priority) < priorityRank(current.priority);
   }
 
   private endPlayback(event: 'finished' | 'interrupted', reason?: string, announce = true): void {
@@ -749,7 +854,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     // Graceful: the done ack and the interrupted entry are already with the MQTT client and leave first.
     this.dropLink('rebooting', true);
     this.seq = 0;
-    this.recentIds.clear();
+    this.handled.clear();
     this.outbox = undefined;
     this.bootedAt = performance.now();
     this.later((this.options.bootS * 1_000) / this.speed, () => {

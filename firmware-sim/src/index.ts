@@ -1,7 +1,9 @@
 /** @loa/firmware-sim: simulated Loa station and cluster firmware (device protocol v1). */
 export {
   SimDevice,
+  backoffDelay,
   type CommandEvent,
+  type ReconnectEvent,
   type DeviceCounters,
   type Faults,
   type SimDeviceEvents,

@@ -38,36 +38,62 @@ export const PRIORITIES = ['normal', 'priority', 'emergency'] as const;
 export const prioritySchema = z.enum(PRIORITIES);
 export type Priority = z.infer<typeof prioritySchema>;
 
-/** Rank of a priority: a play of equal or higher rank replaces the current one; a lower one is rejected. */
+/**
+ * Rank of a priority. A play of equal or higher rank replaces what plays; a play, stop or volume of lower
+ * rank than what plays is rejected (`lower_priority`), so that no routine command ends an emergency.
+ */
 export function priorityRank(priority: Priority): number {
   return PRIORITIES.indexOf(priority);
 }
 
+/**
+ * Length limits of every string in a payload (docs/protocol.md §3). A device or a server that reads a
+ * payload holds it in memory and may log or store parts of it: no field may be as long as the packet.
+ */
+export const LIMITS = {
+  /** Command, session and other ids (the server's are 24 characters). */
+  id: 64,
+  /** Command types, the one free-form word a device must read before knowing the type. */
+  type: 64,
+  /** Free-text reasons in acks and log entries. */
+  reason: 500,
+  firmware: 64,
+  /** Media and stream URLs. */
+  url: 2048,
+} as const;
+
 const isoDateTime = z.iso.datetime({ offset: true });
 const volumeLevel = z.number().int().min(0).max(100);
+const idString = z.string().min(1).max(LIMITS.id);
+const reasonString = z.string().max(LIMITS.reason);
+/**
+ * Devices fetch what the server names: only http and https, never `file:`, `javascript:` or anything
+ * else a firmware's URL library might happen to open.
+ */
+const webUrl = z.url({ protocol: /^https?$/, error: 'must be an http or https URL' }).max(LIMITS.url);
 
 export const mediaSourceSchema = z.object({
   kind: z.literal('media'),
-  url: z.url(),
+  url: webUrl,
   sha256: z.string().regex(/^[0-9a-f]{64}$/i, 'must be 64 hexadecimal characters'),
   durationMs: z.number().int().positive(),
 });
 export const streamSourceSchema = z.object({
   kind: z.literal('stream'),
-  url: z.url(),
+  url: webUrl,
   durationMs: z.number().int().positive().optional(),
 });
 export const playSourceSchema = z.discriminatedUnion('kind', [mediaSourceSchema, streamSourceSchema]);
 export type PlaySource = z.infer<typeof playSourceSchema>;
 
 export const playParamsSchema = z.object({
-  sessionId: z.string().min(1),
+  sessionId: idString,
   source: playSourceSchema,
   offsetMs: z.number().int().min(0).optional(),
   volume: volumeLevel.optional(),
   repeat: z.number().int().min(1).optional(),
 });
-export const stopParamsSchema = z.object({ sessionId: z.string().min(1).optional() });
+export const stopParamsSchema = z.object({ sessionId: idString.optional() });
 export const volumeParamsSchema = z.object({ level: volumeLevel });
 
 export const COMMAND_TYPES = ['play', 'stop', 'volume'] as const;
@@ -81,7 +107,7 @@ export type CommandType = (typeof COMMAND_TYPES)[number] | (typeof MAINTENANCE_T
 export const identifyParamsSchema = z.object({ durationS: z.number().int().min(1).max(600).optional() });
 
 const commandBase = {
-  id: z.string().min(1),
+  id: idString,
   issuedAt: isoDateTime,
   expiresAt: isoDateTime.optional(),
   priority: prioritySchema,
@@ -101,27 +127,30 @@ export type Command = z.infer<typeof commandSchema>;
  * What a device must accept on `cmd` without crashing: any object with an id and a type. Unknown types
  * (maintenance commands a device lacks) are answered `rejected` / `unsupported`, not dropped.
  */
-export const commandEnvelopeSchema = z.object({ id: z.string().min(1), type: z.string().min(1) });
+export const commandEnvelopeSchema = z.object({
+  id: idString,
+  type: z.string().min(1).max(LIMITS.type),
+});
 
 export const ACK_STATUSES = ['received', 'done', 'failed', 'rejected'] as const;
 export const ackSchema = z.object({
-  id: z.string().min(1),
+  id: idString,
   status: z.enum(ACK_STATUSES),
-  reason: z.string().max(500).optional(),
+  reason: reasonString.optional(),
   at: isoDateTime,
 });
 export type Ack = z.infer<typeof ackSchema>;
 export type AckStatus = Ack['status'];
 
 export const playingSchema = z.object({
-  sessionId: z.string(),
-  commandId: z.string(),
+  sessionId: idString,
+  commandId: idString,
   priority: prioritySchema,
   startedAt: isoDateTime,
   positionMs: z.number().int().min(0),
 });
 export const stateSchema = z.object({
-  firmware: z.string().min(1).max(64),
+  firmware: z.string().min(1).max(LIMITS.firmware),
   volume: volumeLevel,
   playing: playingSchema.nullable(),
 });
@@ -141,11 +170,11 @@ export type Telemetry = z.infer<typeof telemetrySchema>;
 export const LOG_EVENTS = ['started', 'finished', 'interrupted', 'failed'] as const;
 export const logSchema = z.object({
   seq: z.number().int().min(0),
-  sessionId: z.string().min(1),
-  commandId: z.string().min(1),
+  sessionId: idString,
+  commandId: idString,
   event: z.enum(LOG_EVENTS),
   at: isoDateTime,
-  reason: z.string().max(500).optional(),
+  reason: reasonString.optional(),
 });
 export type PlaybackLogEntry = z.infer<typeof logSchema>;
 

@@ -10,6 +10,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { HealthConfig } from '../../config.js';
 import type { AreaRow, DeviceRow, PresenceCause } from '../../db/schema/index.js';
 import type { Clock } from '../../lib/clock.js';
+import { compareNames } from '../../lib/text.js';
 import type { OfflineCause, OnlineCause } from '../../plugins/broker.js';
 import type { DeviceState, PlaybackLogEntry, Telemetry } from '../../protocol/index.js';
 import { evaluateHealth, type HealthReason } from './health.rules.js';
@@ -118,7 +119,10 @@ export class HealthService {
     this.touch(deviceId, urgent);
   }
 
-  /** Playback events: failures in a row make a fault, a successful start clears them. */
+  /**
+   * Playback events: failures in a row make a fault, a successful start clears them. Called once per
+   * entry the playback log stored, never for a second copy of one (QoS 1 may deliver twice).
+   */
   recordPlayback(deviceId: string, entry: PlaybackLogEntry): void {
     const live = this.heard(deviceId);
     if (!live) return;
@@ -315,7 +319,6 @@ export class HealthService {
         { childId: null, total: 0, online: 0, playing: 0, ok: 0, degraded: 0, fault: 0 } as SummaryRow,
       ),
     );
-    const collator = new Intl.Collator('vi');
     return {
       areaId: area.id,
       name: area.name,
@@ -327,7 +330,7 @@ export class HealthService {
           level: child.level,
           ...counts(rows.get(child.id)),
         }))
-        .sort((a, b) => b.fault - a.fault || b.degraded - a.degraded || collator.compare(a.name, b.name)),
+        .sort((a, b) => b.fault - a.fault || b.degraded - a.degraded || compareNames(a.name, b.name)),
       direct: counts(rows.get(null)),
     };
   }
