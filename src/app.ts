@@ -9,9 +9,12 @@ import type { Config } from './config.js';
 import { PeriodicJobs, systemClock, type Clock } from './lib/clock.js';
 import { newSecret } from './lib/ids.js';
 import authPlugin from './plugins/auth.js';
+import { connectDeviceGateway } from './gateway/device-gateway.js';
 import brokerPlugin from './plugins/broker.js';
 import dbPlugin from './plugins/db.js';
-import errorsPlugin from './plugins/errors.js';
+import errorsPlugin, { clientErrorHandler, frameworkErrors, MAX_PARAM_LENGTH } from './plugins/errors.js';
+import idempotencyPlugin from './plugins/idempotency.js';
+import inputPlugin from './plugins/input.js';
 import metricsPlugin from './plugins/metrics.js';
 import openapiPlugin from './plugins/openapi.js';
 import { AlertsRepository } from './modules/alerts/alerts.repository.js';
@@ -35,10 +38,11 @@ import { DevicesRepository } from './modules/devices/devices.repository.js';
 import devicesRoutes from './modules/devices/devices.routes.js';
 import { DevicesService } from './modules/devices/devices.service.js';
 import systemRoutes from './modules/system/system.routes.js';
-import { connectDeviceEvents } from './modules/health/device-events.js';
 import { HealthRepository } from './modules/health/health.repository.js';
 import healthRoutes from './modules/health/health.routes.js';
 import { HealthService } from './modules/health/health.service.js';
+import { PlaybackRepository } from './modules/playback/playback.repository.js';
+import { PlaybackService } from './modules/playback/playback.service.js';
 import { UsersRepository } from './modules/users/users.repository.js';
 import usersRoutes from './modules/users/users.routes.js';
 import { UsersService } from './modules/users/users.service.js';
@@ -52,6 +56,7 @@ export interface Services {
   health: HealthService;
   alerts: AlertsService;
   commands: CommandsService;
+  playback: PlaybackService;
 }
 
 declare module 'fastify' {
@@ -82,6 +87,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       return typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
     },
     bodyLimit: 1024 * 1024,
+    // Errors raised before a route is chosen, or before there is a request at all, are problem+json too.
+    frameworkErrors,
+    clientErrorHandler,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     trustProxy: config.http.trustProxy,
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
@@ -91,6 +100,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(errorsPlugin);
+  await app.register(inputPlugin);
   // First, so that its timing hook sees every route. Its sources are read at scrape time only.
   await app.register(metricsPlugin, {
     token: config.metricsToken,
@@ -98,6 +108,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     devicesByTopArea: () => app.services.health.countByTopArea(),
   });
   await app.register(dbPlugin, { file: config.databaseFile });
+  // Before the routes: it adds the Idempotency-Key header to the schema of each route that honours it.
+  await app.register(idempotencyPlugin, { db: app.db, clock });
   // onClose hooks run in reverse order of registration: the broker closes (no more acks arrive), then
   // queued writes are flushed, then the database closes.
   app.addHook('onClose', async () => {
@@ -113,12 +125,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     devices: new DevicesRepository(app.db),
     commands: new CommandsRepository(app.db),
     health: new HealthRepository(app.db),
+    playback: new PlaybackRepository(app.db),
   };
 
   await app.register(brokerPlugin, {
-    host: config.mqtt.host,
-    port: config.mqtt.port,
-    maxConnectsPerSecond: config.mqtt.maxConnectsPerSecond,
+    ...config.mqtt,
+    clock,
+    onRefused: (reason) => app.metrics.mqttConnectionRefused(reason),
     // Bound late: devices only connect once the app is listening, when the services exist.
     authenticate: (deviceId, secret) => app.services.devices.authenticate(deviceId, secret),
   });
@@ -126,6 +139,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const audit = new AuditService(repos.audit, clock);
   const areas = new AreasService(repos.areas, audit, clock);
   const health = new HealthService(repos.health, config.health, clock, app.log.child({ module: 'health' }));
+  const devices = new DevicesService(
+    repos.devices,
+    areas,
+    audit,
+    app.broker,
+    (id) => health.forget(id),
+    clock,
+  );
   const services: Services = {
     audit,
     areas,
@@ -138,7 +159,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       clock,
       config.auth.tokenTtlMs,
     ),
-    devices: new DevicesService(repos.devices, areas, audit, app.broker, (id) => health.forget(id), clock),
+    devices,
     health,
     alerts: new AlertsService(
       new AlertsRepository(app.db),
@@ -149,6 +170,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
             config.alerts.webhookUrl,
             config.alerts.webhookAttempts,
             app.log.child({ module: 'webhook' }),
+            clock,
           )
         : noNotifier,
       config.alerts,
@@ -157,7 +179,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ),
     commands: new CommandsService(
       repos.commands,
-      repos.devices,
+      devices,
       areas,
       audit,
       {
@@ -172,14 +194,18 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       clock,
       app.log.child({ module: 'commands' }),
     ),
+    playback: new PlaybackService(repos.playback, clock),
   };
   app.decorate('services', services);
 
+  const resorted = services.devices.refreshSortNames();
+  if (resorted > 0) app.log.info({ devices: resorted }, 'recomputed device sort keys');
   // Loads live status; devices still marked online from before are recorded offline (server_restart).
   services.health.start();
-  connectDeviceEvents(app.broker, services, app.log.child({ module: 'device-events' }), {
+  connectDeviceGateway(app.broker, services, app.log.child({ module: 'device-gateway' }), {
     messageIn: (channel) => app.metrics.mqttMessageIn(channel),
     malformed: (channel) => app.metrics.malformedPayload(channel),
+    failed: (channel) => app.metrics.deviceEventFailed(channel),
   });
 
   // Periodic jobs run on the injected clock, so tests drive them by moving time.

@@ -2,12 +2,45 @@
  * Configuration: parsed once from the environment by one zod schema. A bad variable stops start-up with a
  * single message that names every offending variable, instead of failing later somewhere deep.
  */
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 
 const port = z.coerce.number().int().min(0).max(65_535);
 // Never z.coerce.boolean(): it turns the string "false" into true.
 const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+/**
+ * `true`/`false`, or the proxies whose X-Forwarded-For is believed: a comma-separated list of addresses and
+ * CIDRs (IPv4 or IPv6), or proxy-addr's names `loopback`, `linklocal`, `uniquelocal`. Anyone else's header
+ * is ignored, so a client cannot pick the address the login limits charge.
+ */
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+function proxyEntryProblem(entry: string): string | null {
+  if (PROXY_NAMES.has(entry)) return null;
+  const [address = '', prefix, ...rest] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return `"${entry}" is not an IP address or CIDR`;
+  if (prefix === undefined) return null;
+  const max = family === 4 ? 32 : 128;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= max
+    ? null
+    : `"${entry}" has a bad prefix length (0–${max})`;
+}
+const trustProxy = z.string().transform((value, ctx): boolean | string[] => {
+  if (['true', '1'].includes(value)) return true;
+  if (['false', '0'].includes(value)) return false;
+  const entries = value.split(',').map((e) => e.trim());
+  for (const entry of entries) {
+    const problem = entry ? proxyEntryProblem(entry) : 'has an empty entry';
+    if (problem)
+      ctx.addIssue({
+        code: 'custom',
+        message: `${problem}; expected true, false or a list of addresses/CIDRs`,
+      });
+  }
+  return entries;
+});
 
 const envSchema = z.object({
   PORT: port.default(3000),
@@ -19,7 +52,7 @@ const envSchema = z.object({
   LOG_PRETTY: flag.default(false),
   ADMIN_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
   PUBLIC_URL: z.url().optional(),
-  TRUST_PROXY: flag.default(false),
+  TRUST_PROXY: trustProxy.default(false),
   TOKEN_TTL_HOURS: z.coerce
     .number()
     .int()
@@ -27,7 +60,15 @@ const envSchema = z.object({
     .max(24 * 90)
     .default(12),
   MQTT_MAX_CONNECTS_PER_S: z.coerce.number().int().min(1).default(500),
+  // Broker limits (docs/broker.md). 0 turns a per-address cap off.
+  MQTT_MAX_CONNECTS_PER_ADDRESS_PER_S: z.coerce.number().int().min(0).default(20),
+  MQTT_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(0).default(200),
+  // MQTT's own ceiling is 256 MB (a 4-byte remaining length).
+  MQTT_MAX_PACKET_KB: z.coerce.number().int().min(1).max(262_143).default(256),
+  MQTT_CONNECT_TIMEOUT_S: z.coerce.number().int().min(1).max(120).default(5),
   METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  // Below Docker's default stop grace period (10 s), after which the process is killed mid-write.
+  SHUTDOWN_TIMEOUT_S: z.coerce.number().int().min(1).max(600).default(8),
   // Device health (docs/health.md)
   HEARTBEAT_S: z.coerce.number().int().min(1).default(30),
   SILENT_AFTER_HEARTBEATS: z.coerce.number().int().min(1).default(3),
@@ -50,13 +91,23 @@ const envSchema = z.object({
 export type Env = z.input<typeof envSchema>;
 
 export interface Config {
-  http: { host: string; port: number; publicUrl: string | undefined; trustProxy: boolean };
-  mqtt: { host: string; port: number; maxConnectsPerSecond: number };
+  http: { host: string; port: number; publicUrl: string | undefined; trustProxy: boolean | string[] };
+  mqtt: {
+    host: string;
+    port: number;
+    maxConnectsPerSecond: number;
+    maxConnectsPerAddressPerSecond: number;
+    maxConnectionsPerAddress: number;
+    maxPacketBytes: number;
+    connectTimeoutMs: number;
+  };
   dataDir: string;
   databaseFile: string;
   log: { level: string; pretty: boolean };
   auth: { adminPassword: string | undefined; tokenTtlMs: number };
   metricsToken: string | undefined;
+  /** A graceful shutdown that takes longer than this is cut short (exit 1). */
+  shutdownTimeoutMs: number;
   health: HealthConfig;
   alerts: {
     offlineAfterMs: number;
@@ -99,12 +150,21 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const dataDir = path.resolve(e.DATA_DIR);
   return {
     http: { host: e.HOST, port: e.PORT, publicUrl: e.PUBLIC_URL, trustProxy: e.TRUST_PROXY },
-    mqtt: { host: e.MQTT_HOST ?? e.HOST, port: e.MQTT_PORT, maxConnectsPerSecond: e.MQTT_MAX_CONNECTS_PER_S },
+    mqtt: {
+      host: e.MQTT_HOST ?? e.HOST,
+      port: e.MQTT_PORT,
+      maxConnectsPerSecond: e.MQTT_MAX_CONNECTS_PER_S,
+      maxConnectsPerAddressPerSecond: e.MQTT_MAX_CONNECTS_PER_ADDRESS_PER_S,
+      maxConnectionsPerAddress: e.MQTT_MAX_CONNECTIONS_PER_ADDRESS,
+      maxPacketBytes: e.MQTT_MAX_PACKET_KB * 1024,
+      connectTimeoutMs: e.MQTT_CONNECT_TIMEOUT_S * 1000,
+    },
     dataDir,
     databaseFile: path.join(dataDir, 'loa.sqlite'),
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
     auth: { adminPassword: e.ADMIN_PASSWORD, tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000 },
     metricsToken: e.METRICS_TOKEN,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_S * 1000,
     health: {
       heartbeatMs: e.HEARTBEAT_S * 1000,
       silentAfterMs: e.HEARTBEAT_S * e.SILENT_AFTER_HEARTBEATS * 1000,

@@ -57,6 +57,9 @@ export async function startLoa(options: StartLoaOptions): Promise<LoaServer> {
       LOG_PRETTY: 'false',
       ADMIN_PASSWORD: adminPassword,
       MQTT_MAX_CONNECTS_PER_S: String(options.maxConnectsPerSecond),
+      // Every simulated device connects from the one loopback address: no per-address caps (docs/broker.md).
+      MQTT_MAX_CONNECTS_PER_ADDRESS_PER_S: '0',
+      MQTT_MAX_CONNECTIONS_PER_ADDRESS: '0',
       // Deliveries of webhooks for alerts would leave the machine: never, whatever the caller's env says.
       ALERT_WEBHOOK_URL: '',
       ...options.env,

@@ -5,7 +5,9 @@
  * Keeping the broker behind this one plugin is what lets a later deployment swap in a clustered broker.
  */
 import { EventEmitter } from 'node:events';
+import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createWebSocketStream } from 'ws';
 import fp from 'fastify-plugin';
 import websocket from '@fastify/websocket';
@@ -28,25 +30,137 @@ export interface BrokerEvents {
   message: [deviceId: string, channel: DeviceChannel, payload: Buffer];
 }
 
+/** Why the broker turned a connection away before it became a device session (a metrics label). */
+export type RefusalReason =
+  | 'packet_too_large'
+  | 'connect_rate_address'
+  | 'connect_rate_global'
+  | 'connections_per_address'
+  | 'keepalive';
+
+export const REFUSAL_REASONS: readonly RefusalReason[] = [
+  'packet_too_large',
+  'connect_rate_address',
+  'connect_rate_global',
+  'connections_per_address',
+  'keepalive',
+];
+
 export interface BrokerOptions {
   host: string;
   port: number;
+  /** CONNECTs accepted per second from all addresses together. */
   maxConnectsPerSecond: number;
+  /** CONNECTs accepted per second from one address, charged before the global cap; 0: no cap. */
+  maxConnectsPerAddressPerSecond: number;
+  /** Open connections (TCP or WebSocket) one address may hold; 0: no cap. */
+  maxConnectionsPerAddress: number;
+  /** Largest MQTT packet accepted, counted as its remaining length (everything after the fixed header). */
+  maxPacketBytes: number;
+  /** How long a connection may stay open without sending CONNECT. */
+  connectTimeoutMs: number;
   /** Checks a device's credentials; returns false for an unknown device or a wrong secret. */
   authenticate: (deviceId: string, secret: string) => boolean;
+  /** Reads the time for the connect-rate windows; tests pass a ManualClock to freeze a window. */
+  clock?: { now(): Date };
+  /** Told about every connection turned away, for /metrics. */
+  onRefused?: (reason: RefusalReason) => void;
 }
 
-// CONNACK return codes (MQTT 3.1.1, 3.2.2.3); the typings model them as a const enum.
+// CONNACK return codes (MQTT 3.1.1, 3.2.2.3); the typings model them as a const enum. 3.1.1 has only
+// codes 0-5: Aedes' own keepalive refusal uses 6, which 3.1.1 clients may reject as a protocol error.
+const CONNACK_SERVER_UNAVAILABLE = 3 as AuthenticateError['returnCode'];
 const CONNACK_BAD_USERNAME_OR_PASSWORD = 4 as AuthenticateError['returnCode'];
 const CONNACK_NOT_AUTHORIZED = 5 as AuthenticateError['returnCode'];
 // Device ids issued by the API are 24 characters; leave room for a longer format in future.
 const MAX_CLIENT_ID_LENGTH = 64;
 // The protocol's keepalive is at most 120 s; refuse clients that ask for longer.
 const KEEPALIVE_LIMIT_S = 120;
+// The fixed header's longest form: one byte of type and flags, four of remaining length (3.1.1 §2.2.3).
+const MAX_FIXED_HEADER_BYTES = 5;
 const DEVICE_CHANNELS = new Set<string>(DEVICE_PUBLISH_CHANNELS);
 
 function refuse(returnCode: AuthenticateError['returnCode'], message: string): AuthenticateError {
   return Object.assign(new Error(message), { returnCode });
+}
+
+/**
+ * Follows the packet boundaries of one connection's byte stream by reading only fixed headers, and says
+ * no as soon as a packet declares a remaining length over the limit. mqtt-packet 9 (Aedes 1.2's parser)
+ * has no size limit: it buffers a packet until all its declared bytes have arrived, so ten CONNECTs
+ * declaring 250 MB each grew the server by 1.7 GB, before any authentication.
+ */
+export class PacketSizeGuard {
+  private inLength = false;
+  private length = 0;
+  private multiplier = 1;
+  private lengthBytes = 0;
+  /** Body bytes of the current packet still to come; they are skipped, never inspected. */
+  private remaining = 0;
+  private rejected = false;
+
+  constructor(private readonly maxBytes: number) {}
+
+  /** False once a packet is too large or its length is malformed; stays false afterwards. */
+  accept(chunk: Uint8Array): boolean {
+    let i = 0;
+    while (i < chunk.length && !this.rejected) {
+      if (this.remaining > 0) {
+        const skip = Math.min(this.remaining, chunk.length - i);
+        this.remaining -= skip;
+        i += skip;
+        continue;
+      }
+      const byte = chunk[i++]!;
+      if (!this.inLength) {
+        // The type-and-flags byte; the remaining length follows.
+        this.inLength = true;
+        this.length = 0;
+        this.multiplier = 1;
+        this.lengthBytes = 0;
+        continue;
+      }
+      // Remaining length: 7 bits per byte, least significant first, high bit = more bytes (§2.2.3).
+      // Every partial sum is a lower bound, so the packet is refused at the first byte that exceeds.
+      this.length += (byte & 0x7f) * this.multiplier;
+      this.lengthBytes += 1;
+      if (this.length > this.maxBytes) this.rejected = true;
+      else if (byte & 0x80) {
+        // A fifth length byte is malformed (§2.2.3); mqtt-packet would reject it too.
+        if (this.lengthBytes === 4) this.rejected = true;
+        this.multiplier *= 128;
+      } else {
+        this.inLength = false;
+        this.remaining = this.length;
+      }
+    }
+    return !this.rejected;
+  }
+}
+
+/**
+ * Puts a PacketSizeGuard in front of Aedes on one connection. Aedes' client pulls bytes with
+ * `conn.read(null)` on 'readable' (lib/client.js) and hands them to mqtt-packet, so wrapping `read` sees
+ * every byte before the parser buffers it, without a second stream or a copy per connection. While
+ * Aedes waits (authentication pauses the client), the stream's own high-water mark bounds what is held.
+ * tests/broker-limits.e2e.test.ts fails if a future Aedes reads another way.
+ */
+function guardPacketSize(conn: Duplex, maxBytes: number, onTooLarge: () => void): void {
+  const guard = new PacketSizeGuard(maxBytes);
+  const read = conn.read.bind(conn);
+  conn.read = (size?: number): unknown => {
+    const chunk: unknown = read(size);
+    if (chunk === null || !(chunk instanceof Uint8Array) || guard.accept(chunk)) return chunk;
+    onTooLarge();
+    conn.destroy();
+    return null;
+  };
+}
+
+interface Refusal {
+  returnCode: AuthenticateError['returnCode'];
+  reason: RefusalReason;
+  message: string;
 }
 
 export class DeviceBroker extends EventEmitter<BrokerEvents> {
@@ -65,10 +179,18 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
   private readonly subscribed = new WeakSet<Client>();
   private readonly keepaliveExpired = new WeakSet<Client>();
   private readonly kicked = new WeakMap<Client, KickCause>();
+  /** The remote address of each connection, the key of the per-address limits. */
+  private readonly addresses = new WeakMap<Client, string>();
+  /** Decided in preConnect (which sees the CONNECT packet), answered in authenticate with a CONNACK. */
+  private readonly refusals = new WeakMap<Client, Refusal>();
+  private readonly openByAddress = new Map<string, number>();
   private closing = false;
   private tcp: net.Server | undefined;
-  private connectWindowStart = 0;
+  // One fixed one-second window for all connect-rate counting; the per-address map is emptied with it,
+  // so it holds at most the addresses seen in one second.
+  private connectWindowStart = Number.NEGATIVE_INFINITY;
   private connectsInWindow = 0;
+  private readonly connectsByAddress = new Map<string, number>();
 
   private constructor(
     readonly aedes: Aedes,
@@ -81,11 +203,13 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
   static async create(options: BrokerOptions, log: FastifyBaseLogger): Promise<DeviceBroker> {
     const aedes = await Aedes.createBroker({
       maxClientsIdLength: MAX_CLIENT_ID_LENGTH,
-      keepaliveLimit: KEEPALIVE_LIMIT_S,
+      // Off: Aedes refuses with CONNACK 6, which MQTT 3.1.1 lacks. preConnect checks keepalive instead.
+      keepaliveLimit: 0,
       // One frozen 4G link must not stall delivery to every other loudspeaker.
       drainTimeout: 15_000,
       maxTopicLevels: 8,
-      connectTimeout: 15_000,
+      // A socket that never sends CONNECT holds a file descriptor for nothing: close it soon.
+      connectTimeout: options.connectTimeoutMs,
       // Unlimited: with a limit, device messages that nobody subscribes to (we listen on the 'publish'
       // event) queue behind a broadcast's in-flight deliveries, and mqemitter drains that queue
       // recursively — at 10,000 devices the stack overflowed and the process died (bench:commands).
@@ -99,23 +223,25 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
   private wire(): void {
     const { aedes, log } = this;
 
-    aedes.preConnect = (_client, _packet, callback) => {
-      // A cap on the connect rate keeps a province-wide reconnect storm (power back after a storm) from
-      // starving the event loop; refused devices retry with their normal back-off.
-      const now = Date.now();
-      if (now - this.connectWindowStart >= 1_000) {
-        this.connectWindowStart = now;
-        this.connectsInWindow = 0;
-      }
-      this.connectsInWindow += 1;
-      if (this.connectsInWindow > this.options.maxConnectsPerSecond) {
-        callback(new Error('connect rate limit reached'), false);
-        return;
-      }
+    aedes.preConnect = (client, packet, callback) => {
+      // protocol.md: sessions are clean. A persistent session (cleanSession = 0) would make Aedes keep
+      // subscriptions and queue QoS 1 commands for an offline device without bound in memory, and the
+      // server re-sends what matters on reconnect anyway. It is served as a clean session rather than
+      // refused: no 3.1.1 CONNACK code means "clean sessions only", and CONNACK's session present = 0
+      // tells a compliant client truthfully that no state was kept [MQTT-3.2.2-1], so it subscribes again.
+      packet.clean = true;
+      const refusal = this.admit(client, packet.keepalive ?? 0);
+      if (refusal) this.refusals.set(client, refusal);
+      // Refusals are answered in authenticate, which Aedes lets send a CONNACK with a return code.
       callback(null, true);
     };
 
     aedes.authenticate = (client, username, password, callback) => {
+      const refusal = this.refusals.get(client);
+      if (refusal) {
+        callback(refuse(refusal.returnCode, refusal.message), false);
+        return;
+      }
       // protocol.md: clientId = username = device id, password = the device secret.
       if (!username || !password || username !== client.id) {
         callback(refuse(CONNACK_NOT_AUTHORIZED, 'clientId must equal username'), false);
@@ -187,6 +313,9 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
     });
 
     aedes.on('subscribe', (subscriptions, client) => {
+      // 'ready' re-sends every pending command: once per connection, or a device (or anyone holding its
+      // credentials) subscribing in a loop multiplies them (500 SUBSCRIBEs × 200 pending = 100,000).
+      if (this.subscribed.has(client)) return;
       const cmdTopic = topics.cmd(client.id);
       // Refused subscriptions come through with qos 128 (SUBACK failure), which the typings do not model.
       if (subscriptions.some((s) => s.topic === cmdTopic && (s.qos as number) !== 128)) {
@@ -213,6 +342,82 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
     });
   }
 
+  /**
+   * Charges a CONNECT to its address first, then to everyone: a host that floods is stopped by its own
+   * cap without using up the global one, so the loudspeakers elsewhere still get in. The global cap keeps
+   * a province-wide reconnect storm (power back after a storm) from starving the event loop. Refused
+   * devices get CONNACK 3 and retry with their normal back-off.
+   */
+  private admit(client: Client, keepaliveS: number): Refusal | null {
+    const address = this.addresses.get(client) ?? 'unknown';
+    const now = this.options.clock ? this.options.clock.now().getTime() : Date.now();
+    if (now - this.connectWindowStart >= 1_000 || now < this.connectWindowStart) {
+      this.connectWindowStart = now;
+      this.connectsInWindow = 0;
+      this.connectsByAddress.clear();
+    }
+    const perAddress = this.options.maxConnectsPerAddressPerSecond;
+    const fromAddress = (this.connectsByAddress.get(address) ?? 0) + 1;
+    this.connectsByAddress.set(address, fromAddress);
+    if (perAddress > 0 && fromAddress > perAddress) {
+      // Once per address and window: a flood must not flood the log too.
+      if (fromAddress === perAddress + 1) {
+        this.log.warn({ address, limit: perAddress }, 'connect rate limit of one address reached');
+      }
+      return this.refusal('connect_rate_address', CONNACK_SERVER_UNAVAILABLE, 'connect rate limit reached');
+    }
+    this.connectsInWindow += 1;
+    if (this.connectsInWindow > this.options.maxConnectsPerSecond) {
+      if (this.connectsInWindow === this.options.maxConnectsPerSecond + 1) {
+        this.log.warn({ limit: this.options.maxConnectsPerSecond }, 'global connect rate limit reached');
+      }
+      return this.refusal('connect_rate_global', CONNACK_SERVER_UNAVAILABLE, 'connect rate limit reached');
+    }
+    if (!keepaliveS || keepaliveS > KEEPALIVE_LIMIT_S) {
+      // 3.1.1 has no code for a keepalive the server will not accept (MQTT 5's is 0x86, Aedes' 6 is
+      // outside 3.1.1). 5 "not authorized" (3.2.2.3: the client is not authorized to connect) says that
+      // this connection as asked for is not allowed, and unlike 3 it does not invite a retry of the same
+      // request. 0 (no keepalive) is refused too: a dead device would stay online for ever.
+      return this.refusal('keepalive', CONNACK_NOT_AUTHORIZED, `keepalive must be 1-${KEEPALIVE_LIMIT_S} s`);
+    }
+    return null;
+  }
+
+  private refusal(reason: RefusalReason, returnCode: Refusal['returnCode'], message: string): Refusal {
+    this.options.onRefused?.(reason);
+    return { reason, returnCode, message };
+  }
+
+  /**
+   * Hands a new connection (TCP socket or WebSocket stream) to Aedes behind the packet-size guard, or
+   * closes it at once when its address already holds too many: idle sockets cost a file descriptor each,
+   * and 22,000 of them from one address once starved every device and /healthz.
+   */
+  accept(conn: Duplex, address: string | undefined, request?: IncomingMessage): void {
+    const key = address ?? 'unknown';
+    const open = this.openByAddress.get(key) ?? 0;
+    const cap = this.options.maxConnectionsPerAddress;
+    if (cap > 0 && open >= cap) {
+      // debug: a host holding its cap and retrying would otherwise write a warning per attempt.
+      this.log.debug({ address: key, limit: cap }, 'connection cap of one address reached');
+      this.options.onRefused?.('connections_per_address');
+      conn.destroy();
+      return;
+    }
+    this.openByAddress.set(key, open + 1);
+    conn.once('close', () => {
+      const left = (this.openByAddress.get(key) ?? 1) - 1;
+      if (left > 0) this.openByAddress.set(key, left);
+      else this.openByAddress.delete(key);
+    });
+    guardPacketSize(conn, this.options.maxPacketBytes, () => {
+      this.log.debug({ address: key, limit: this.options.maxPacketBytes }, 'MQTT packet too large; closing');
+      this.options.onRefused?.('packet_too_large');
+    });
+    const client = this.aedes.handle(conn, request);
+    this.addresses.set(client, key);
+  }
+
   /** A connection that died between authentication and registration; if it was taking over, the device is gone. */
   private forgetIncoming(client: Client): void {
     if (this.incoming.get(client.id) !== client) return;
@@ -224,7 +429,7 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
 
   async listen(): Promise<number> {
     const server = net.createServer((socket) => {
-      this.aedes.handle(socket);
+      this.accept(socket, socket.remoteAddress);
     });
     this.tcp = server;
     await new Promise<void>((resolve, reject) => {
@@ -240,6 +445,11 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
   get port(): number {
     const address = this.tcp?.address();
     return address && typeof address === 'object' ? address.port : this.options.port;
+  }
+
+  /** True while the MQTT TCP listener accepts connections (for /readyz). */
+  get listening(): boolean {
+    return this.tcp?.listening ?? false;
   }
 
   isOnline(deviceId: string): boolean {
@@ -309,11 +519,13 @@ export default fp<BrokerOptions>(
       options: {
         // MQTT.js and browsers offer the "mqtt" subprotocol and expect it echoed back.
         handleProtocols: (protocols) => (protocols.has('mqtt') ? 'mqtt' : false),
-        maxPayload: 256 * 1024,
+        // The same limit as on TCP; the guard checks each packet, this bounds what ws buffers first.
+        maxPayload: options.maxPacketBytes + MAX_FIXED_HEADER_BYTES,
       },
     });
     app.get('/mqtt', { websocket: true, schema: { hide: true } }, (socket, request) => {
-      broker.aedes.handle(createWebSocketStream(socket), request.raw);
+      // request.ip: the client behind a trusted proxy (TRUST_PROXY), not the proxy itself.
+      broker.accept(createWebSocketStream(socket), request.ip, request.raw);
     });
 
     app.addHook('onReady', async () => {

@@ -19,11 +19,19 @@ import {
   type AckStatus,
 } from '../protocol/index.js';
 import { bearerToken } from './auth.js';
+import { REFUSAL_REASONS, type RefusalReason } from './broker.js';
 
 // The `channel` label: a device → server channel of the protocol, or `other` for anything else.
 const PROTOCOL_CHANNELS = new Set<string>(DEVICE_PUBLISH_CHANNELS);
 const MQTT_CHANNELS = [...DEVICE_PUBLISH_CHANNELS, 'other'];
 const channelLabel = (channel: string) => (PROTOCOL_CHANNELS.has(channel) ? channel : 'other');
+// Device events are the protocol channels plus what the broker itself reports about a device.
+const DEVICE_EVENT_CHANNELS = [...DEVICE_PUBLISH_CHANNELS, 'ready', 'online', 'offline', 'other'];
+const DEVICE_EVENT_SET = new Set<string>(DEVICE_EVENT_CHANNELS);
+const eventLabel = (channel: string) => (DEVICE_EVENT_SET.has(channel) ? channel : 'other');
+// The `writer` label: the batched database writers (src/db/batch-writer.ts).
+const BATCH_WRITERS = ['acks', 'other'];
+const writerLabel = (writer: string) => (BATCH_WRITERS.includes(writer) ? writer : 'other');
 
 export interface TopAreaDevices {
   areaId: string;
@@ -70,6 +78,10 @@ export class Metrics {
   private readonly messagesIn: Counter<'channel'>;
   private readonly messagesOut: Counter;
   private readonly malformed: Counter<'channel'>;
+  private readonly deviceEventFailures: Counter<'channel'>;
+  private readonly connectionsRefused: Counter<'reason'>;
+  private readonly batchRetries: Counter<'writer'>;
+  private readonly batchDropped: Counter<'writer'>;
   private readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
 
   constructor(sources: MetricsSources) {
@@ -115,6 +127,30 @@ export class Metrics {
       name: 'loa_mqtt_malformed_payloads_total',
       help: 'Device payloads dropped because they did not match the protocol, by channel.',
       labelNames: ['channel'],
+      registers,
+    });
+    this.deviceEventFailures = new Counter({
+      name: 'loa_device_event_failures_total',
+      help: 'Device messages whose handling failed (database busy or full, a bug), by protocol channel.',
+      labelNames: ['channel'],
+      registers,
+    });
+    this.connectionsRefused = new Counter({
+      name: 'loa_mqtt_connections_refused_total',
+      help: 'MQTT connections turned away by the broker limits (docs/broker.md), by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.batchRetries = new Counter({
+      name: 'loa_db_batch_retries_total',
+      help: 'Batched database writes that failed and were scheduled to be tried again, by writer.',
+      labelNames: ['writer'],
+      registers,
+    });
+    this.batchDropped = new Counter({
+      name: 'loa_db_batch_dropped_items_total',
+      help: 'Items of batched database writes dropped after their last attempt failed, by writer.',
+      labelNames: ['writer'],
       registers,
     });
     // prom-client's default buckets (5 ms to 10 s) suit an API whose requests are short database work.
@@ -164,6 +200,12 @@ export class Metrics {
       this.messagesIn.inc({ channel }, 0);
       this.malformed.inc({ channel }, 0);
     }
+    for (const channel of DEVICE_EVENT_CHANNELS) this.deviceEventFailures.inc({ channel }, 0);
+    for (const reason of REFUSAL_REASONS) this.connectionsRefused.inc({ reason }, 0);
+    for (const writer of BATCH_WRITERS) {
+      this.batchRetries.inc({ writer }, 0);
+      this.batchDropped.inc({ writer }, 0);
+    }
   }
 
   /** `type` and `priority` come from the closed enums the API validates, which bounds their series. */
@@ -189,6 +231,26 @@ export class Metrics {
 
   malformedPayload(channel: string): void {
     this.malformed.inc({ channel: channelLabel(channel) });
+  }
+
+  /**
+   * A device event handler threw; the event is lost but the process lives on. `channel` is a protocol
+   * channel or `ready`/`online`/`offline`; anything else counts as `other`.
+   */
+  deviceEventFailed(channel: string): void {
+    this.deviceEventFailures.inc({ channel: eventLabel(channel) });
+  }
+
+  mqttConnectionRefused(reason: RefusalReason): void {
+    this.connectionsRefused.inc({ reason });
+  }
+
+  batchWriteRetried(writer: string): void {
+    this.batchRetries.inc({ writer: writerLabel(writer) });
+  }
+
+  batchWriteDropped(writer: string, items: number): void {
+    this.batchDropped.inc({ writer: writerLabel(writer) }, items);
   }
 
   /** `route` must be a route pattern (`/api/v1/devices/:id`), never a raw URL: one series per id otherwise. */

@@ -1,0 +1,331 @@
+/**
+ * The broker's limits over real sockets (docs/broker.md): packet size, connect rate per address and
+ * overall, connections per address, the CONNECT timeout, CONNACK codes of MQTT 3.1.1 only, clean sessions,
+ * and one re-send of pending commands per connection. Flooding hosts use 127.0.0.2/127.0.0.3 as their
+ * local address (Linux routes all of 127/8 to lo) so the broker sees them as other hosts.
+ */
+import net from 'node:net';
+import { MqttClient, type IClientOptions } from 'mqtt';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PacketSizeGuard } from '../src/plugins/broker.js';
+import { topics } from '../src/protocol/index.js';
+import { createAreaTree, createTestApp, type TestApp } from './support/app.js';
+import { ManualClock } from './support/clock.js';
+import { connectDevice, end } from './support/mqtt.js';
+import { waitFor } from './support/wait.js';
+
+const FLOODER = '127.0.0.2';
+const OTHER_FLOODER = '127.0.0.3';
+
+let t: TestApp | undefined;
+const clients: MqttClient[] = [];
+const sockets: net.Socket[] = [];
+
+afterEach(async () => {
+  await end(...clients.splice(0));
+  for (const socket of sockets.splice(0)) socket.destroy();
+  await t?.close();
+  t = undefined;
+});
+
+async function start(env: Record<string, string> = {}, clock?: ManualClock) {
+  t = await createTestApp({ listen: true, env, ...(clock ? { clock } : {}) });
+  const tree = await createAreaTree(t);
+  return { t, port: t.app.broker.port, hamlet: tree.hamletA.id };
+}
+
+/** A raw TCP connection from `localAddress`, open once the handshake is done. */
+async function rawSocket(port: number, localAddress = '127.0.0.1'): Promise<net.Socket> {
+  const socket = net.connect({ host: '127.0.0.1', port, localAddress });
+  sockets.push(socket);
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('close', () => reject(new Error('closed before connecting')));
+  });
+  return socket;
+}
+
+const socketClosed = (socket: net.Socket) =>
+  new Promise<void>((resolve) => {
+    if (socket.destroyed) resolve();
+    else socket.once('close', () => resolve());
+  });
+
+type Outcome = { connected: true; sessionPresent: boolean } | { connected: false; code: number | 'closed' };
+
+/**
+ * One MQTT.js connection attempt from `localAddress` (MQTT.js has no such option; its stream builder
+ * does): connected with CONNACK 0, refused with a CONNACK code, or closed without any CONNACK.
+ */
+function attempt(
+  port: number,
+  localAddress: string,
+  options: IClientOptions,
+): Promise<{ outcome: Outcome; client: MqttClient }> {
+  const client = new MqttClient(() => net.connect({ host: '127.0.0.1', port, localAddress }), {
+    protocolVersion: 4,
+    protocol: 'mqtt',
+    clean: true,
+    reconnectPeriod: 0,
+    connectTimeout: 10_000,
+    keepalive: 30,
+    ...options,
+  });
+  clients.push(client);
+  return new Promise((resolve) => {
+    client.once('connect', (connack) =>
+      resolve({ client, outcome: { connected: true, sessionPresent: connack.sessionPresent } }),
+    );
+    client.once('error', (err) => {
+      const code = (err as { code?: unknown }).code;
+      resolve({ client, outcome: { connected: false, code: typeof code === 'number' ? code : 'closed' } });
+    });
+    client.once('close', () => resolve({ client, outcome: { connected: false, code: 'closed' } }));
+  });
+}
+
+async function refusedCount(test: TestApp, reason: string): Promise<number> {
+  const text = await test.app.metrics.render();
+  const line = text
+    .split('\n')
+    .find((l) => l.startsWith(`loa_mqtt_connections_refused_total{reason="${reason}"}`));
+  return Number(line?.split(' ').pop() ?? NaN);
+}
+
+/** A fixed header: type/flags byte, then the remaining length as MQTT's variable-length integer. */
+function fixedHeader(typeByte: number, remainingLength: number): Buffer {
+  const bytes = [typeByte];
+  let value = remainingLength;
+  do {
+    let byte = value % 128;
+    value = Math.floor(value / 128);
+    if (value > 0) byte |= 0x80;
+    bytes.push(byte);
+  } while (value > 0);
+  return Buffer.from(bytes);
+}
+
+describe('PacketSizeGuard', () => {
+  it('follows packet boundaries across chunks and refuses the first packet over the limit', () => {
+    const guard = new PacketSizeGuard(1_000);
+    const small = Buffer.concat([fixedHeader(0x30, 600), Buffer.alloc(600)]);
+    const pingreq = fixedHeader(0xc0, 0);
+    const stream = Buffer.concat([small, pingreq, small]);
+    // Cut anywhere, including inside a length: the same verdict.
+    for (let i = 0; i < stream.length; i += 7) expect(guard.accept(stream.subarray(i, i + 7))).toBe(true);
+    expect(guard.accept(fixedHeader(0x30, 1_000))).toBe(true);
+    expect(guard.accept(Buffer.alloc(1_000))).toBe(true);
+    // 250 MB declared: refused on the length bytes alone, before any body arrives.
+    expect(guard.accept(fixedHeader(0x10, 250 * 1024 * 1024))).toBe(false);
+    expect(guard.accept(pingreq)).toBe(false);
+  });
+
+  it('refuses a remaining length of more than four bytes (3.1.1 §2.2.3)', () => {
+    const guard = new PacketSizeGuard(Number.MAX_SAFE_INTEGER);
+    expect(guard.accept(Buffer.from([0x30, 0x80, 0x80, 0x80, 0x80]))).toBe(false);
+  });
+});
+
+describe('broker limits', () => {
+  it('closes a connection whose CONNECT declares 250 MB, and a device still connects', async () => {
+    // A long CONNECT timeout, so that only the size check can close the socket.
+    const { t, port, hamlet } = await start({ MQTT_CONNECT_TIMEOUT_S: '120', MQTT_MAX_PACKET_KB: '256' });
+    const device = await t.createDevice(hamlet);
+    const socket = await rawSocket(port);
+    const whenClosed = socketClosed(socket);
+    socket.write(Buffer.concat([fixedHeader(0x10, 250 * 1024 * 1024), Buffer.alloc(64 * 1024, 0x61)]));
+    await whenClosed;
+    expect(await refusedCount(t, 'packet_too_large')).toBe(1);
+
+    const ok = await attempt(port, '127.0.0.1', device.credentials);
+    expect(ok.outcome).toEqual({ connected: true, sessionPresent: false });
+  });
+
+  it('closes a device connection that publishes a packet over the limit; smaller ones pass', async () => {
+    const { t, port, hamlet } = await start({ MQTT_MAX_PACKET_KB: '4' });
+    const device = await t.createDevice(hamlet);
+    const { client, outcome } = await attempt(port, '127.0.0.1', device.credentials);
+    expect(outcome.connected).toBe(true);
+    const telemetry = JSON.stringify({ at: new Date().toISOString(), uptimeS: 1, note: 'x'.repeat(3_000) });
+    await client.publishAsync(topics.telemetry(device.id), telemetry, { qos: 1 });
+    expect(client.connected).toBe(true);
+
+    const whenClosed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+    client.publish(topics.log(device.id), 'x'.repeat(5 * 1024), { qos: 1 });
+    await whenClosed;
+    expect(await refusedCount(t, 'packet_too_large')).toBe(1);
+  });
+
+  it('refuses a flooding address by its own cap with CONNACK 3, while a device elsewhere connects', async () => {
+    // A frozen clock: every connect below falls in one rate window, whatever the machine's speed.
+    const clock = new ManualClock();
+    const { t, port, hamlet } = await start(
+      { MQTT_MAX_CONNECTS_PER_ADDRESS_PER_S: '5', MQTT_MAX_CONNECTS_PER_S: '12' },
+      clock,
+    );
+    const device = await t.createDevice(hamlet);
+    const bad = { clientId: 'dev_flood', username: 'dev_flood', password: 'guess' };
+
+    const flood = [];
+    for (let i = 0; i < 40; i++) flood.push((await attempt(port, FLOODER, bad)).outcome);
+    // The first five reach authentication (bad credentials: 4); the rest are turned away first.
+    expect(flood.slice(0, 5)).toEqual(Array(5).fill({ connected: false, code: 4 }));
+    expect(flood.slice(5)).toEqual(Array(35).fill({ connected: false, code: 3 }));
+
+    const ok = await attempt(port, '127.0.0.1', device.credentials);
+    expect(ok.outcome).toEqual({ connected: true, sessionPresent: false });
+
+    // The global cap still holds: 5 + 1 charged so far, 6 more from another host fill it to 12.
+    const other = [];
+    for (let i = 0; i < 5; i++) other.push((await attempt(port, OTHER_FLOODER, bad)).outcome);
+    expect(other).toEqual(Array(5).fill({ connected: false, code: 4 }));
+    const late = await t.createDevice(hamlet);
+    expect((await attempt(port, '127.0.0.1', late.credentials)).outcome.connected).toBe(true);
+    expect((await attempt(port, '127.0.0.1', late.credentials)).outcome).toEqual({
+      connected: false,
+      code: 3,
+    });
+    expect(await refusedCount(t, 'connect_rate_address')).toBe(35);
+    expect(await refusedCount(t, 'connect_rate_global')).toBe(1);
+
+    // A new window lets everyone in again.
+    clock.advance(1_000);
+    expect((await attempt(port, '127.0.0.1', late.credentials)).outcome.connected).toBe(true);
+  });
+
+  it('caps open connections per address; other addresses are unaffected', async () => {
+    const { t, port, hamlet } = await start({
+      MQTT_MAX_CONNECTIONS_PER_ADDRESS: '3',
+      MQTT_CONNECT_TIMEOUT_S: '120',
+    });
+    const device = await t.createDevice(hamlet);
+    const idle = [];
+    for (let i = 0; i < 3; i++) idle.push(await rawSocket(port, FLOODER));
+
+    // A fourth connection from that address, even a real device's, is closed before any CONNACK.
+    expect((await attempt(port, FLOODER, device.credentials)).outcome).toEqual({
+      connected: false,
+      code: 'closed',
+    });
+    expect(await refusedCount(t, 'connections_per_address')).toBe(1);
+    const elsewhere = await attempt(port, '127.0.0.1', device.credentials);
+    expect(elsewhere.outcome.connected).toBe(true);
+    await elsewhere.client.endAsync();
+
+    // Freeing a slot lets the address connect again (once the server has seen the close).
+    idle[0]!.destroy();
+    await waitFor(
+      async () => (await attempt(port, FLOODER, device.credentials)).outcome.connected,
+      'a connection from the address once a slot is free',
+    );
+  });
+
+  it(
+    'closes a connection that sends no CONNECT within MQTT_CONNECT_TIMEOUT_S',
+    { timeout: 10_000 },
+    async () => {
+      // The test's own timeout (10 s) is below Aedes' former fixed 15 s: without the setting it fails.
+      const { port } = await start({ MQTT_CONNECT_TIMEOUT_S: '1' });
+      const socket = await rawSocket(port);
+      await socketClosed(socket);
+    },
+  );
+
+  it('refuses keepalive 600 and 0 with CONNACK 5 (3.1.1 has no code 6)', async () => {
+    const { t, port, hamlet } = await start();
+    const device = await t.createDevice(hamlet);
+    expect((await attempt(port, '127.0.0.1', { ...device.credentials, keepalive: 600 })).outcome).toEqual({
+      connected: false,
+      code: 5,
+    });
+    expect((await attempt(port, '127.0.0.1', { ...device.credentials, keepalive: 0 })).outcome).toEqual({
+      connected: false,
+      code: 5,
+    });
+    expect(await refusedCount(t, 'keepalive')).toBe(2);
+    const ok = await attempt(port, '127.0.0.1', { ...device.credentials, keepalive: 120 });
+    expect(ok.outcome.connected).toBe(true);
+  });
+
+  it('serves cleanSession = 0 as a clean session: no session present, nothing queued while offline', async () => {
+    const { t, port, hamlet } = await start();
+    const device = await t.createDevice(hamlet);
+    const cmd = topics.cmd(device.id);
+    const persistent = { ...device.credentials, clean: false };
+
+    const first = await attempt(port, '127.0.0.1', persistent);
+    expect(first.outcome).toEqual({ connected: true, sessionPresent: false });
+    await first.client.subscribeAsync(cmd, { qos: 1 });
+    await first.client.endAsync();
+    await waitFor(() => !t.app.broker.isOnline(device.id), 'device offline');
+
+    // Published while the device is away: a persistent session would queue it for the device.
+    await new Promise<void>((resolve, reject) =>
+      t.app.broker.aedes.publish(
+        {
+          cmd: 'publish',
+          topic: cmd,
+          payload: Buffer.from('while-offline'),
+          qos: 1,
+          retain: false,
+          dup: false,
+        },
+        (err) => (err ? reject(err) : resolve()),
+      ),
+    );
+
+    const second = await attempt(port, '127.0.0.1', persistent);
+    expect(second.outcome).toEqual({ connected: true, sessionPresent: false });
+    const received: string[] = [];
+    second.client.on('message', (_topic, payload) => received.push(payload.toString()));
+    await second.client.subscribeAsync(cmd, { qos: 1 });
+    t.app.broker.aedes.publish(
+      { cmd: 'publish', topic: cmd, payload: Buffer.from('marker'), qos: 1, retain: false, dup: false },
+      () => undefined,
+    );
+    // A queued message would have been written right after CONNACK, before the marker.
+    await waitFor(() => received.includes('marker'), 'the marker');
+    expect(received).toEqual(['marker']);
+    // Nor did Aedes keep the subscription for a next session (its typings omit the persistence).
+    const { persistence } = t.app.broker.aedes as unknown as {
+      persistence: { subscriptionsByClient(client: { id: string }): Promise<unknown[]> };
+    };
+    await second.client.endAsync();
+    await waitFor(() => !t.app.broker.isOnline(device.id), 'device offline again');
+    expect(await persistence.subscriptionsByClient({ id: device.id })).toEqual([]);
+  });
+
+  it('re-sends pending commands once per connection, however often the device subscribes', async () => {
+    const { t, port, hamlet } = await start();
+    const device = await t.createDevice(hamlet);
+    const PENDING = 3;
+    for (let i = 0; i < PENDING; i++) {
+      const res = await t.request('POST', '/api/v1/commands', {
+        token: t.adminToken,
+        body: { type: 'ping', targets: { deviceIds: [device.id] } },
+      });
+      expect([201, 202]).toContain(res.statusCode);
+    }
+
+    const client = await connectDevice(`mqtt://127.0.0.1:${port}`, device.credentials);
+    clients.push(client);
+    const ids: string[] = [];
+    client.on('message', (_topic, payload) =>
+      ids.push((JSON.parse(payload.toString()) as { id: string }).id),
+    );
+    for (let i = 0; i < 50; i++) await client.subscribeAsync(topics.cmd(device.id), { qos: 1 });
+
+    // Every re-send was handed to the connection before the last SUBACK went out; a command sent now
+    // arrives after all of them.
+    const marker = (
+      await t.request('POST', '/api/v1/commands', {
+        token: t.adminToken,
+        body: { type: 'ping', targets: { deviceIds: [device.id] } },
+      })
+    ).json<{ id: string }>().id;
+    await waitFor(() => ids.includes(marker), 'the command sent after the subscriptions');
+    expect(ids.filter((id) => id !== marker)).toHaveLength(PENDING);
+    expect(new Set(ids).size).toBe(PENDING + 1);
+  });
+});
