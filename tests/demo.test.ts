@@ -99,7 +99,8 @@ describe('npm run demo', () => {
       expect(fs.existsSync(path.join(dataDir, 'loa.sqlite'))).toBe(true);
       expect(fs.existsSync(path.join(dataDir, 'firmware-sim-demo.json'))).toBe(true);
       demo.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      const code = await exited;
+      expect(code, output).toBe(0);
     } finally {
       demo.kill('SIGKILL');
       fs.rmSync(dataDir, { recursive: true, force: true });

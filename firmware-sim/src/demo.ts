@@ -283,17 +283,17 @@ async function main(): Promise<number> {
           `if their credentials are stale, delete ${path.relative(process.cwd(), options.server.dataDir)} and run again`,
         );
     }
-    console.log(
-      instructions(api, password, state, files ? path.relative(process.cwd(), files.serverLog) : undefined),
-    );
-
-    // Ctrl-C or SIGTERM, or the server dying under us.
+    // Ctrl-C or SIGTERM, or the server dying under us. Listening before the instructions are printed: a
+    // script that stops the demo as soon as it reads them must not find the default handler still in place.
     const stopped = new Promise<string>((resolve) => {
       void shutdownSignal().then(resolve);
       server?.process.once('exit', (code, signal) =>
         resolve(`the server exited (${signal ?? `code ${code}`})`),
       );
     });
+    console.log(
+      instructions(api, password, state, files ? path.relative(process.cwd(), files.serverLog) : undefined),
+    );
     logLine(`${await stopped}: stopping`);
     return 0;
   } finally {
