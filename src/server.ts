@@ -29,12 +29,21 @@ async function main(): Promise<void> {
   const shutdown = (signal: string) => {
     if (closing) return;
     closing = true;
-    app.log.info({ signal }, 'shutting down');
-    // A second signal or a hung close must still end the process.
+    const timeoutS = config.shutdownTimeoutMs / 1000;
+    app.log.info({ signal, timeoutS }, 'shutting down');
+    // Fastify closes the HTTP server first and waits for requests in flight, so one slow or stalled client
+    // would hold back closing the broker and flushing the database. They get half the time, then are cut.
+    const cut = setTimeout(() => {
+      app.log.warn('cutting HTTP requests still in flight');
+      app.server.closeAllConnections();
+    }, config.shutdownTimeoutMs / 2);
+    cut.unref();
+    // A hung close must still end the process, and on our terms: `docker stop` sends SIGKILL after its grace
+    // period (10 s by default), which would cut a database write short. SHUTDOWN_TIMEOUT_S (8 s) stays below.
     const timer = setTimeout(() => {
-      app.log.error('shutdown took too long; exiting');
+      app.log.error({ timeoutS }, 'shutdown took too long; exiting');
       process.exit(1);
-    }, 10_000);
+    }, config.shutdownTimeoutMs);
     timer.unref();
     app.close().then(
       () => process.exit(0),

@@ -13,7 +13,9 @@ import { closed, connectDevice } from './support/mqtt.js';
 import { waitFor } from './support/wait.js';
 
 const root = path.resolve(import.meta.dirname, '..');
-const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
+// Node itself with tsx's loader, not the tsx CLI: the CLI runs the server in a child process, which a SIGKILL
+// of the CLI (afterEach) would leave running.
+const withTsx = (script: string) => [process.execPath, ['--import', 'tsx', script]] as const;
 
 async function freePort(): Promise<number> {
   const server = net.createServer();
@@ -24,7 +26,7 @@ async function freePort(): Promise<number> {
 }
 
 function startServer(env: Record<string, string>) {
-  const child = spawn(tsx, ['src/server.ts'], {
+  const child = spawn(...withTsx('src/server.ts'), {
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -109,5 +111,68 @@ describe('server process', () => {
       { name: 'Cụm loa chợ', online: 0 },
     ]);
     db.close();
+  });
+
+  it('cuts a request still in flight so that shutdown ends cleanly within SHUTDOWN_TIMEOUT_S', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-server-'));
+    dirs.push(dataDir);
+    const [port, mqttPort] = [await freePort(), await freePort()];
+    const server = startServer({
+      PORT: String(port),
+      MQTT_PORT: String(mqttPort),
+      HOST: '127.0.0.1',
+      DATA_DIR: dataDir,
+      ADMIN_PASSWORD: 'server-test-password',
+      LOG_LEVEL: 'info',
+      SHUTDOWN_TIMEOUT_S: '4',
+    });
+    children.push(server.child);
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 'server ready', 30_000);
+
+    // A client that announced a body and stalled: Fastify's close waits for it.
+    const stalled = net.connect(port, '127.0.0.1');
+    await new Promise<void>((resolve) => stalled.once('connect', resolve));
+    const cut = new Promise<void>((resolve) => stalled.once('close', () => resolve()));
+    stalled.on('error', () => {});
+    stalled.write(
+      'POST /api/v1/auth/login HTTP/1.1\r\nHost: loa\r\nContent-Type: application/json\r\n' +
+        'Content-Length: 100\r\n\r\n{"username":',
+    );
+    await waitFor(() => server.output().includes('incoming request'), 'request under way');
+
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    await cut;
+    expect(server.output()).toContain('cutting HTTP requests still in flight');
+    expect(server.output()).not.toContain('shutdown took too long');
+    // The database was closed (the last connection checkpoints and removes the WAL), not abandoned.
+    expect(fs.existsSync(path.join(dataDir, 'loa.sqlite-wal'))).toBe(false);
+  });
+
+  it('the Docker HEALTHCHECK asks the interface HOST names, and fails when nothing answers', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-server-'));
+    dirs.push(dataDir);
+    const [port, mqttPort] = [await freePort(), await freePort()];
+    // One interface other than 127.0.0.1 (all of 127.0.0.0/8 is loopback on Linux).
+    const env = { HOST: '127.0.0.2', PORT: String(port) };
+    const server = startServer({
+      ...env,
+      MQTT_PORT: String(mqttPort),
+      DATA_DIR: dataDir,
+      ADMIN_PASSWORD: 'server-test-password',
+    });
+    children.push(server.child);
+    await waitFor(async () => (await fetch(`http://127.0.0.2:${port}/readyz`)).ok, 'server ready', 30_000);
+
+    const healthcheck = (vars: Record<string, string>) => {
+      const child = spawn(...withTsx('src/cli/healthcheck.ts'), {
+        cwd: root,
+        env: { ...process.env, ...vars },
+        stdio: 'ignore',
+      });
+      return new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    };
+    expect(await healthcheck(env)).toBe(0);
+    expect(await healthcheck({ ...env, PORT: String(await freePort()) })).toBe(1);
   });
 });

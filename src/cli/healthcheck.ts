@@ -9,7 +9,7 @@ import { isIPv6 } from 'node:net';
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '[::]']);
 
-export function readyzUrl(env: NodeJS.ProcessEnv): string {
+function readyzUrl(env: NodeJS.ProcessEnv): string {
   // As in src/config.ts, an empty variable means unset.
   const host = env.HOST || '0.0.0.0';
   const port = env.PORT || '3000';

@@ -1,7 +1,17 @@
+import type Database from 'better-sqlite3';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { AppError, toProblem } from '../../errors.js';
+import { checkBrokerListening, checkDatabaseWritable, type CheckResult } from './readiness.js';
 
-/** Liveness for load balancers and the Docker HEALTHCHECK; the one endpoint without authentication. */
+const checkSchema = z.string().describe('`ok`, or why this part is not ready');
+const checksSchema = z.object({ database: checkSchema, broker: checkSchema });
+
+/**
+ * Liveness (`/healthz`: the process answers) and readiness (`/readyz`: it can do its job — the database takes
+ * writes and devices can connect) for load balancers, orchestrators and the Docker HEALTHCHECK. The two
+ * endpoints without authentication: they reveal nothing but the state of the service.
+ */
 const routes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/healthz',
@@ -15,6 +25,63 @@ const routes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async () => ({ status: 'ok' as const }),
+  );
+
+  // drizzle keeps its better-sqlite3 connection as $client; the Db type does not spell it out.
+  const sqlite = (app.db as unknown as { $client: Database.Database }).$client;
+
+  app.get(
+    '/readyz',
+    {
+      config: { public: true },
+      schema: {
+        tags: ['health'],
+        summary: 'Readiness probe (no authentication): database writable and MQTT broker listening',
+        description:
+          '200 when ready; otherwise 503 problem+json with code `not_ready` and `checks` saying what is not ready.',
+        security: [],
+        response: {
+          200: z.object({ status: z.literal('ready'), checks: checksSchema }),
+          503: z.object({
+            type: z.string(),
+            title: z.string(),
+            status: z.literal(503),
+            detail: z.string(),
+            instance: z.string().optional(),
+            code: z.literal('not_ready'),
+            checks: checksSchema,
+          }),
+        },
+      },
+    },
+    async (request, reply) => {
+      const results: Record<'database' | 'broker', CheckResult> = {
+        database: checkDatabaseWritable(sqlite),
+        broker: checkBrokerListening(app.broker),
+      };
+      const checks = {
+        database: results.database.ok ? 'ok' : results.database.reason,
+        broker: results.broker.ok ? 'ok' : results.broker.reason,
+      };
+      const failing = (Object.keys(results) as (keyof typeof results)[]).filter((k) => !results[k].ok);
+      if (failing.length === 0) return { status: 'ready' as const, checks };
+
+      request.log.warn({ checks }, 'not ready');
+      const problem = toProblem(
+        new AppError('not_ready', `Not ready: ${failing.map((k) => `${k} ${checks[k]}`).join('; ')}`),
+        request.url.split('?')[0],
+      );
+      return reply
+        .status(503)
+        .type('application/problem+json; charset=utf-8')
+        .send({
+          ...problem,
+          status: 503 as const,
+          code: 'not_ready' as const,
+          detail: problem.detail ?? '',
+          checks,
+        });
+    },
   );
 };
 
