@@ -134,11 +134,17 @@ describe('server process', () => {
     await new Promise<void>((resolve) => stalled.once('connect', resolve));
     const cut = new Promise<void>((resolve) => stalled.once('close', () => resolve()));
     stalled.on('error', () => {});
+    // Flowing, so that the end of the connection is seen whatever the server answered before cutting it.
+    stalled.resume();
     stalled.write(
       'POST /api/v1/auth/login HTTP/1.1\r\nHost: loa\r\nContent-Type: application/json\r\n' +
         'Content-Length: 100\r\n\r\n{"username":',
     );
-    await waitFor(() => server.output().includes('incoming request'), 'request under way');
+    // This request's own log line: the readiness probe above logged an "incoming request" too.
+    await waitFor(
+      () => /"url":"\/api\/v1\/auth\/login"[^\n]*"msg":"incoming request"/.test(server.output()),
+      'request under way',
+    );
 
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
