@@ -168,11 +168,28 @@ describeWithMosquitto(suiteName, () => {
     expect(sub.stderr).toMatch(/all subscription requests were denied/i);
   });
 
-  it('survives malformed payloads sent by a third-party client', async () => {
-    for (const payload of ['not json', '{"id":', '[]']) {
-      const pub = await publish(topics.ack(device.id), payload);
+  it('drops malformed payloads sent by a third-party client and goes on serving the device', async () => {
+    for (const [channel, payload] of [
+      ['ack', 'not json'],
+      ['ack', '{"id":'],
+      ['state', '[]'],
+      ['state', '{"firmware":"9.9.9","volume":500,"playing":null}'],
+    ] as const) {
+      const pub = await publish(topics[channel](device.id), payload);
       expect(pub.code).toBe(0);
     }
-    expect((await t.request('GET', '/healthz')).statusCode).toBe(200);
+    // A valid state sent after them is stored: the server read past the bad ones without storing any of
+    // them (the out-of-range volume would otherwise have been stored first) and without dying.
+    const valid = JSON.stringify({ firmware: '3.1.0-sau-lỗi', volume: 40, playing: null });
+    expect((await publish(topics.state(device.id), valid)).code).toBe(0);
+    const stored = await waitFor(async () => {
+      const d = (await t.request('GET', `/api/v1/devices/${device.id}`, { token: t.adminToken })).json<{
+        state: { firmware: string; volume: number } | null;
+      }>();
+      return d.state?.firmware === '3.1.0-sau-lỗi' ? d.state : null;
+    }, 'the valid state stored');
+    expect(stored.volume).toBe(40);
+    const malformed = t.query("SELECT 1 FROM devices WHERE firmware = '9.9.9' OR volume = 500");
+    expect(malformed).toEqual([]);
   });
 });
