@@ -5,11 +5,11 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseDemoOptions, UsageError } from '../firmware-sim/src/demo-options.js';
+import { freePort, root, withTsx } from './support/processes.js';
 
 describe('demo options', () => {
   it('start the server on 3000/1883 with data/demo when nothing is set', () => {
@@ -57,21 +57,12 @@ describe('demo options', () => {
   });
 });
 
-/** A port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 describe('npm run demo', () => {
   it('runs on the ports and data directory it is given, and stops cleanly', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-demo-'));
     const [port, mqttPort] = [await freePort(), await freePort()];
-    const demo = spawn(process.execPath, ['--import', 'tsx', 'firmware-sim/src/demo.ts'], {
-      cwd: path.resolve(import.meta.dirname, '..'),
+    const demo = spawn(...withTsx('firmware-sim/src/demo.ts'), {
+      cwd: root,
       env: {
         ...process.env,
         PORT: String(port),

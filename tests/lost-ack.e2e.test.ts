@@ -5,44 +5,19 @@
  * server re-sends the command it has no final ack for, the device answers its final ack again, and the
  * delivery ends `done`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { commandSchema, topics, type Ack, type Command } from '../src/protocol/index.js';
 import { connectDevice } from './support/mqtt.js';
+import { freePort, startServer } from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
-const root = path.resolve(import.meta.dirname, '..');
 const PASSWORD = 'lost-ack-Mật-khẩu-1';
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-function startServer(env: Record<string, string>) {
-  // Node itself with tsx as a loader, not the tsx CLI: the CLI runs the server in a child process, which
-  // neither SIGSTOP nor SIGKILL sent to the CLI would reach.
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: root,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-  const exited = new Promise<NodeJS.Signals | number | null>((resolve) =>
-    child.on('exit', (code, signal) => resolve(signal ?? code)),
-  );
-  return { child, exited, output: () => output };
-}
 
 /** Resolves with the next command on the device's cmd topic. */
 function nextCommand(client: MqttClient, what: string): Promise<Command> {

@@ -10,33 +10,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { closed, connectDevice } from './support/mqtt.js';
+import { freePort, root, startServer, withTsx } from './support/processes.js';
 import { waitFor } from './support/wait.js';
-
-const root = path.resolve(import.meta.dirname, '..');
-// Node itself with tsx's loader, not the tsx CLI: the CLI runs the server in a child process, which a SIGKILL
-// of the CLI (afterEach) would leave running.
-const withTsx = (script: string) => [process.execPath, ['--import', 'tsx', script]] as const;
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-function startServer(env: Record<string, string>) {
-  const child = spawn(...withTsx('src/server.ts'), {
-    cwd: root,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, exited, output: () => output };
-}
 
 describe('server process', () => {
   const children: ChildProcess[] = [];
