@@ -74,7 +74,14 @@ export interface AppOptions {
   expirySweepMs?: number;
 }
 
-const REDACT = ['req.headers.authorization', '*.password', 'body.password'];
+/** Never logged, whoever builds the logger (server.ts passes its own options). */
+export const REDACT = [
+  'req.headers.authorization',
+  '*.password',
+  '*.currentPassword',
+  '*.newPassword',
+  'body.password',
+];
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config } = options;

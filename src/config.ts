@@ -50,7 +50,8 @@ const envSchema = z.object({
   DATA_DIR: z.string().min(1).default('./data'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOG_PRETTY: flag.default(false),
-  ADMIN_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
+  // The same minimum as every password set through the API (users.schemas.ts).
+  ADMIN_PASSWORD: z.string().min(10, 'must be at least 10 characters').optional(),
   PUBLIC_URL: z.url().optional(),
   TRUST_PROXY: trustProxy.default(false),
   TOKEN_TTL_HOURS: z.coerce

@@ -2,7 +2,7 @@
  * The only file that owns the process: reads the configuration, starts the app, and shuts it down
  * gracefully on SIGTERM/SIGINT (stop accepting, close MQTT clients, flush and close the database).
  */
-import { buildApp } from './app.js';
+import { buildApp, REDACT } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 
 async function main(): Promise<void> {
@@ -22,7 +22,7 @@ async function main(): Promise<void> {
     : { level: config.log.level };
   const app = await buildApp({
     config,
-    logger: { ...logger, redact: ['req.headers.authorization', '*.password', 'body.password'] },
+    logger: { ...logger, redact: REDACT },
   });
 
   let closing = false;
@@ -66,6 +66,13 @@ async function main(): Promise<void> {
     },
     'Loa is running',
   );
+  if (config.http.trustProxy === true) {
+    // Often meant as "one proxy" (a hop count elsewhere); here it believes X-Forwarded-For from anyone, so
+    // any client can choose the address that login and connection limits count.
+    app.log.warn(
+      'TRUST_PROXY=true trusts X-Forwarded-For from every client; name your proxies instead (TRUST_PROXY=10.0.0.5)',
+    );
+  }
 }
 
 main().catch((err: unknown) => {

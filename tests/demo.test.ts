@@ -49,7 +49,7 @@ describe('demo options', () => {
       [{ PORT: '0' }, /PORT must be a port number/],
       [{ MQTT_PORT: 'abc' }, /MQTT_PORT must be a port number/],
       [{ PORT: '70000' }, /PORT must be a port number/],
-      [{ ADMIN_PASSWORD: 'short' }, /at least 8 characters/],
+      [{ ADMIN_PASSWORD: 'short' }, /at least 10 characters/],
     ] as const) {
       expect(() => parseDemoOptions([], env, '/')).toThrow(message);
       expect(() => parseDemoOptions([], env, '/')).toThrow(UsageError);

@@ -76,8 +76,8 @@ export function parseDemoOptions(
   // LOA_ADMIN_PASSWORD was the demo's own name for it before it read what `npm start` reads.
   const password = values.password || env.ADMIN_PASSWORD || env.LOA_ADMIN_PASSWORD || undefined;
   // The server refuses shorter ones (src/config.ts); say so now rather than through its log.
-  if (password !== undefined && password.length < 8)
-    throw new UsageError('the admin password must be at least 8 characters');
+  if (password !== undefined && password.length < 10)
+    throw new UsageError('the admin password must be at least 10 characters');
   const mqttPort = port(env, 'MQTT_PORT', 1883);
 
   if (values.api !== undefined) {

@@ -2,7 +2,8 @@
  * `npm run db:backup -- --out FILE [--data-dir DIR]`: a consistent copy of Loa's database, safe to take while
  * the server runs (SQLite's online backup API reads one snapshot, WAL included, and blocks no writer).
  * The copy is written under a temporary name and only renamed to FILE once `PRAGMA integrity_check`
- * passes, so FILE never names a half-written or damaged backup. Restoring: docs/operations.md.
+ * passes (backupDatabase), so FILE never names a half-written or damaged backup. Restoring:
+ * docs/operations.md.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -51,32 +52,14 @@ export async function main(argv: string[]): Promise<{ file: string; bytes: numbe
     throw new UsageError(`Cannot write to ${outDir}: the folder does not exist or is not writable.`);
   }
 
-  const partial = `${out}.partial-${process.pid}`;
   const db = new Database(source, { fileMustExist: true });
   try {
     // The server holds the write lock only for short transactions; wait for them rather than fail.
     db.pragma('busy_timeout = 10000');
-    await backupDatabase(db, partial);
-  } catch (err) {
-    fs.rmSync(partial, { force: true });
-    throw err;
+    return { file: out, bytes: await backupDatabase(db, out) };
   } finally {
     db.close();
   }
-
-  const copy = new Database(partial, { readonly: true });
-  let check: string[];
-  try {
-    check = (copy.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check);
-  } finally {
-    copy.close();
-  }
-  if (check.length !== 1 || check[0] !== 'ok') {
-    fs.rmSync(partial, { force: true });
-    throw new Error(`The copy failed its integrity check (nothing was kept):\n${check.join('\n')}`);
-  }
-  fs.renameSync(partial, out);
-  return { file: out, bytes: fs.statSync(out).size };
 }
 
 const invokedDirectly =

@@ -187,13 +187,7 @@ async function backupBefore(
   for (let n = 2; fs.existsSync(file); n++) {
     file = path.join(dir, `loa-${stamp}-${n}-before-${migrationTag}.sqlite`);
   }
-  try {
-    return { file, bytes: await backupDatabase(sqlite, file) };
-  } catch (err) {
-    // A partial copy (disk full) must not pass for a backup later.
-    fs.rmSync(file, { force: true });
-    throw err;
-  }
+  return { file, bytes: await backupDatabase(sqlite, file) };
 }
 
 /**
@@ -201,15 +195,28 @@ async function backupBefore(
  * the WAL, as one self-contained file (rollback journal mode: no -wal/-shm to carry along). Copies every
  * page in one step: a step-by-step backup starts over whenever another connection writes in between, so
  * against a busy server it might never finish. In WAL mode that one step is a read that blocks no writer.
- * Returns the size of the copy in bytes.
+ * The copy is written under a temporary name and renamed to `destination` only once `PRAGMA
+ * integrity_check` passes, so a process killed mid-copy (docker stop, a crash) or a full disk never leaves
+ * a damaged file under a backup's name. Returns the size of the copy in bytes.
  */
 export async function backupDatabase(source: Database.Database, destination: string): Promise<number> {
-  await source.backup(destination, { progress: () => 0x7fffffff });
-  const copy = new Database(destination);
+  const partial = `${destination}.partial-${process.pid}`;
   try {
-    copy.pragma('journal_mode = DELETE');
+    await source.backup(partial, { progress: () => 0x7fffffff });
+    const copy = new Database(partial);
+    let check: string[];
+    try {
+      copy.pragma('journal_mode = DELETE');
+      check = (copy.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check);
+    } finally {
+      copy.close();
+    }
+    if (check.length !== 1 || check[0] !== 'ok') {
+      throw new Error(`The copy failed its integrity check (nothing was kept):\n${check.join('\n')}`);
+    }
+    fs.renameSync(partial, destination);
   } finally {
-    copy.close();
+    fs.rmSync(partial, { force: true });
   }
   return fs.statSync(destination).size;
 }

@@ -76,6 +76,8 @@ export function frameworkErrors(error: FastifyError, request: FastifyRequest, re
       request.log.error({ err: error }, 'router error');
       appError = new AppError('internal', 'An unexpected error occurred. It has been logged.');
   }
+  // Raised before routing, so the app's onSend hook that adds it does not run.
+  reply.header('x-request-id', request.id);
   void sendProblem(reply, request, appError);
 }
 

@@ -1,7 +1,5 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { hashSecret } from '../../lib/crypto.js';
-import { bearerToken } from '../../plugins/auth.js';
 import {
   createUserSchema,
   resetPasswordSchema,
@@ -56,7 +54,8 @@ const routes: FastifyPluginAsyncZod = async (app) => {
     {
       schema: {
         tags: ['users'],
-        summary: "Set a user's password (admin); revokes all their tokens",
+        summary:
+          "Set another user's password (admin); revokes all their tokens. Your own: POST /auth/password",
         params: userParamsSchema,
         body: resetPasswordSchema,
         response: { 204: z.undefined() },
@@ -64,12 +63,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
       preHandler: adminOnly,
     },
     async (request, reply) => {
-      await users.resetPassword(
-        request.actor,
-        request.params.id,
-        request.body.newPassword,
-        hashSecret(bearerToken(request) ?? ''),
-      );
+      await users.resetPassword(request.actor, request.params.id, request.body.newPassword);
       return reply.status(204).send();
     },
   );

@@ -72,13 +72,20 @@ export class UsersService {
   }
 
   /**
-   * An admin sets someone's password (a forgotten one, or a suspected leak): every token of theirs is
-   * revoked. When admins reset their own, the session they do it from is kept.
+   * An admin sets someone else's password (a forgotten one, or a suspected leak): every token of theirs is
+   * revoked. Admins change their own through POST /auth/password, which asks for the current one: a stolen
+   * admin token alone must not be enough to take the account over.
    */
-  async resetPassword(actor: Actor, id: string, newPassword: string, callerTokenHash: string): Promise<void> {
+  async resetPassword(actor: Actor, id: string, newPassword: string): Promise<void> {
     const user = this.require(id);
+    if (user.id === actor.id) {
+      throw new AppError(
+        'conflict',
+        'To change your own password use POST /api/v1/auth/password, which asks for the current one',
+      );
+    }
     const passwordHash = await hashPassword(newPassword);
-    this.repo.setPassword(user.id, passwordHash, user.id === actor.id ? callerTokenHash : null);
+    this.repo.setPassword(user.id, passwordHash, null);
     this.audit.record(
       actor,
       'user.password_reset',
