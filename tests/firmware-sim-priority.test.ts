@@ -1,8 +1,9 @@
 /**
  * firmware-sim against a bare Aedes broker, with an MQTT.js client playing the server: the protocol rules
- * added for safety (stop and volume respect priority, a duplicate id is answered again, a re-sent play
- * starts at its offset) and the reconnect back-off. Nothing asserts on timings: the back-off's jitter is
- * fixed through the `random` option and its delays are read from the device's `reconnecting` events.
+ * added for safety (stop, volume, reboot and identify respect priority, a duplicate id is answered again,
+ * a re-sent play starts at its offset) and the reconnect back-off. Nothing asserts on timings: the
+ * back-off's jitter is fixed through the `random` option and its delays are read from the device's
+ * `reconnecting` events.
  */
 import net from 'node:net';
 import { once } from 'node:events';
@@ -176,6 +177,48 @@ describe('priority of stop and volume', () => {
     await send(device.id, higher);
     expect((await acked(higher.id, 2))[1]).toEqual(['done', undefined]);
     expect(device.state.volume).toBe(100);
+  });
+});
+
+describe('priority of maintenance commands', () => {
+  it('rejects a reboot or identify below what plays; answers ping; obeys one while silent or of equal priority', async () => {
+    const device = await startDevice();
+    const idle = command('identify', {}, 'normal');
+    await send(device.id, idle);
+    expect((await acked(idle.id, 2))[1]).toEqual(['done', undefined]);
+    const emergency = stream('emergency');
+    await send(device.id, emergency);
+    await acked(emergency.id, 2);
+
+    // A technician's identify would sound a test tone over the warning, and a reboot would end it.
+    const identify = command('identify', { durationS: 30 }, 'normal');
+    await send(device.id, identify);
+    expect(await acked(identify.id, 2)).toEqual([
+      ['received', undefined],
+      ['rejected', 'lower_priority'],
+    ]);
+    const reboot = command('reboot', {}, 'priority');
+    await send(device.id, reboot);
+    expect(await acked(reboot.id, 2)).toEqual([
+      ['received', undefined],
+      ['rejected', 'lower_priority'],
+    ]);
+    // ping touches no audio: answered whatever plays.
+    const ping = command('ping', {}, 'normal');
+    await send(device.id, ping);
+    expect((await acked(ping.id, 2))[1]).toEqual(['done', undefined]);
+    expect(device.connected).toBe(true);
+    expect(device.state.playing?.commandId).toBe(emergency.id);
+
+    const identifyNow = command('identify', {}, 'emergency');
+    await send(device.id, identifyNow);
+    expect((await acked(identifyNow.id, 2))[1]).toEqual(['done', undefined]);
+    const rebooted = new Promise<string>((resolve) => device.once('disconnect', resolve));
+    const rebootNow = command('reboot', {}, 'emergency');
+    await send(device.id, rebootNow);
+    expect((await acked(rebootNow.id, 2))[1]).toEqual(['done', undefined]);
+    expect(await rebooted).toBe('rebooting');
+    expect(device.state.playing).toBeNull();
   });
 });
 

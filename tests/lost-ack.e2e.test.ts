@@ -1,41 +1,31 @@
 /**
- * A final ack lost in a crash (protocol.md §3.1 rule 2). The real server process is frozen (SIGSTOP)
- * after it stored a device's `received`, so the device's `done` goes no further than the server's socket
- * buffer; then it is killed (SIGKILL) and started again on the same data. The device reconnects, the
- * server re-sends the command it has no final ack for, the device answers its final ack again, and the
- * delivery ends `done`.
+ * A final ack lost in a crash (protocol.md §3.1 rule 2), with firmware-sim as the device. The real server
+ * process stores the device's `received` (its first `done` is lost on the link). When the device comes
+ * back, the server re-sends the play and firmware-sim answers `done` again, into a server frozen by
+ * SIGSTOP: the answer goes no further than the server's socket buffer. The server is killed (SIGKILL) and
+ * started again on the same data; the device connects again, the server re-sends the command it has no
+ * final ack for, firmware-sim answers its final ack once more without playing twice, and the delivery
+ * ends `done`.
  */
-import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { MqttClient } from 'mqtt';
+import type { ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { commandSchema, topics, type Ack, type Command } from '../src/protocol/index.js';
-import { connectDevice } from './support/mqtt.js';
+import { SimDevice } from '../firmware-sim/src/index.js';
+import type { Ack } from '../src/protocol/index.js';
 import { freePort, startServer } from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
 const PASSWORD = 'lost-ack-Mật-khẩu-1';
 
-/** Resolves with the next command on the device's cmd topic. */
-function nextCommand(client: MqttClient, what: string): Promise<Command> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no command: ${what}`)), 15_000);
-    client.once('message', (_topic, payload) => {
-      clearTimeout(timer);
-      resolve(commandSchema.parse(JSON.parse(String(payload))));
-    });
-  });
-}
-
 describe('an ack lost in a server crash', () => {
   const children: ChildProcess[] = [];
-  const clients: MqttClient[] = [];
+  const sims: SimDevice[] = [];
   const dirs: string[] = [];
   afterEach(async () => {
-    await Promise.all(clients.splice(0).map((c) => c.endAsync(true)));
+    await Promise.all(sims.splice(0).map((s) => s.close()));
     for (const child of children.splice(0)) {
       child.kill('SIGCONT');
       child.kill('SIGKILL');
@@ -56,7 +46,6 @@ describe('an ack lost in a server crash', () => {
       LOG_LEVEL: 'warn',
     };
     const api = `http://127.0.0.1:${port}`;
-    const mqttUrl = `mqtt://127.0.0.1:${mqttPort}`;
     const start = async () => {
       const server = startServer(env);
       children.push(server.child);
@@ -84,11 +73,7 @@ describe('an ack lost in a server crash', () => {
       name: 'Cụm loa đầu làng',
       kind: 'cluster',
       areaId: area.id,
-    })) as { id: string; credentials: { clientId: string; username: string; password: string } };
-    const ack = (client: MqttClient, id: string, status: Ack['status']) => {
-      const payload: Ack = { id, status, at: new Date().toISOString() };
-      return client.publish(topics.ack(device.id), JSON.stringify(payload), { qos: 1 });
-    };
+    })) as { id: string; credentials: { password: string } };
     const deliveryStatus = async (commandId: string) => {
       const detail = (await call('GET', `/api/v1/commands/${commandId}`)) as {
         devices: { deviceId: string; status: string }[];
@@ -96,10 +81,23 @@ describe('an ack lost in a server crash', () => {
       return detail.devices.find((d) => d.deviceId === device.id)?.status;
     };
 
-    const before = await connectDevice(mqttUrl, device.credentials);
-    clients.push(before);
-    const received = nextCommand(before, 'the play was not sent');
-    await before.subscribeAsync(topics.cmd(device.id), { qos: 1 });
+    const sim = new SimDevice({
+      id: device.id,
+      password: device.credentials.password,
+      mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
+    });
+    sims.push(sim);
+    const answered: Ack[] = [];
+    sim.on('ack', (ack) => answered.push(ack));
+    // The first `done` is lost on the radio link (its `received` got through), so that the server holds
+    // `received` and re-sends the command when the device connects again.
+    const loseDone = (ack: Ack) => {
+      if (ack.status !== 'received') return;
+      sim.off('ack', loseDone);
+      sim.setFaults({ dropAcks: true });
+    };
+    sim.on('ack', loseDone);
+    await sim.connect();
     const sent = await call('POST', '/api/v1/commands', {
       type: 'play',
       priority: 'priority',
@@ -113,31 +111,48 @@ describe('an ack lost in a server crash', () => {
         },
       },
     });
-    const play = await received;
-    expect(play.id).toBe(sent.id);
-    ack(before, play.id, 'received');
-    await waitFor(async () => (await deliveryStatus(play.id)) === 'received', '`received` stored');
+    const playId = sent.id as string;
+    await waitFor(async () => (await deliveryStatus(playId)) === 'received', '`received` stored');
+    expect(sim.counters.droppedAcks).toBe(1);
+    expect(sim.state.playing?.commandId).toBe(playId);
+    sim.setFaults({ dropAcks: false });
 
-    // Frozen: the server reads nothing more. The `done` leaves the device and waits in the server's socket.
-    first.child.kill('SIGSTOP');
-    const socket = before.stream as net.Socket;
-    const written = socket.bytesWritten;
-    ack(before, play.id, 'done');
-    await waitFor(() => socket.bytesWritten > written && socket.writableLength === 0, '`done` written');
+    // The device comes back; the server re-sends the play and firmware-sim answers `done` again. The server
+    // is frozen (SIGSTOP) the moment the device answers, before the answer is written: the server reads
+    // nothing more, and the `done` waits in the server's socket.
+    let socket: net.Socket | undefined;
+    let writtenBefore = 0;
+    const freeze = (ack: Ack) => {
+      if (ack.id !== playId || ack.status !== 'done') return;
+      sim.off('ack', freeze);
+      first.child.kill('SIGSTOP');
+      // The MQTT client is the simulator's own; only its socket tells whether the answer left the device.
+      socket = sim['client']?.stream as net.Socket;
+      writtenBefore = socket.bytesWritten;
+    };
+    sim.on('ack', freeze);
+    await sim.reconnect();
+    await waitFor(
+      () => socket !== undefined && socket.bytesWritten > writtenBefore && socket.writableLength === 0,
+      'the re-sent play answered `done` again, and the answer written',
+    );
+    // A clean session discards what is in flight (MQTT-3.1.2-6): the device comes back with a new session,
+    // so only its answer to the re-sent command can bring the `done` back, not a replay by its MQTT client.
+    sim.disconnect();
     first.child.kill('SIGKILL');
     expect(await first.exited).toBe('SIGKILL');
-    await before.endAsync(true);
 
     await start();
-    expect(await deliveryStatus(play.id)).toBe('received');
-    const after = await connectDevice(mqttUrl, device.credentials);
-    clients.push(after);
-    const resent = nextCommand(after, 'the play still `received` was not re-sent');
-    await after.subscribeAsync(topics.cmd(device.id), { qos: 1 });
-    const again = await resent;
-    expect(again).toMatchObject({ id: play.id, type: 'play' });
-    // protocol.md rule 2: a command id already handled is answered with its final ack, not ignored.
-    ack(after, again.id, 'done');
-    await waitFor(async () => (await deliveryStatus(play.id)) === 'done', 'delivery done');
+    expect(await deliveryStatus(playId)).toBe('received');
+    await sim.connect();
+    await waitFor(async () => (await deliveryStatus(playId)) === 'done', 'delivery done');
+    // protocol.md rule 2: each re-send was answered with the final ack, and the play was not started again.
+    expect(answered.filter((a) => a.id === playId).map((a) => a.status)).toEqual([
+      'received',
+      'done',
+      'done',
+    ]);
+    expect(sim.counters).toMatchObject({ handledCommands: 1, duplicateCommands: 2, droppedAcks: 1 });
+    expect(sim.state.playing?.commandId).toBe(playId);
   });
 });

@@ -109,6 +109,36 @@ describe('device protocol v1', () => {
       }
     });
 
+    it('refuses URLs with whitespace at either end or a control character anywhere', () => {
+      const message = 'must not start or end with whitespace or contain control characters';
+      for (const url of [
+        ' https://loa.example/a.mp3',
+        'https://loa.example/a.mp3 ',
+        '\thttps://loa.example/a.mp3',
+        'https://loa.example/a.mp3\n',
+        '\u00a0https://loa.example/a.mp3',
+        '\ufeffhttps://loa.example/a.mp3',
+        'https://loa.example/a.mp3\u3000',
+        'https://loa.exa\nmple/a.mp3',
+        'https://loa.example/a\u0000.mp3',
+        'https://loa.example/a.mp3\u007f',
+        'https://loa.example/a\u0085.mp3',
+        '\u0001https://loa.example/a.mp3',
+      ]) {
+        const stream = playSourceSchema.safeParse({ kind: 'stream', url });
+        expect(stream.success, JSON.stringify(url)).toBe(false);
+        expect(stream.error?.issues).toMatchObject([{ path: ['url'], message }]);
+        expect(playSourceSchema.safeParse(media(url)).success, JSON.stringify(url)).toBe(false);
+      }
+      // What is accepted goes to devices exactly as written, Vietnamese and inner spaces included.
+      for (const url of ['https://loa.example/bản tin sáng.mp3', 'http://10.0.0.5:8000/Đài xã/live']) {
+        expect(playSourceSchema.parse({ kind: 'stream', url })).toEqual({ kind: 'stream', url });
+      }
+      expect(playSourceSchema.safeParse({ kind: 'stream', url: '' }).error?.issues[0]?.message).toBe(
+        'must be an http or https URL',
+      );
+    });
+
     it('bounds URLs at 2,048 characters', () => {
       const url = (length: number) =>
         `https://loa.example/${'a'.repeat(length - 'https://loa.example/'.length)}`;

@@ -164,6 +164,7 @@ interface Playback {
 type PlayCommand = Extract<Command, { type: 'play' }>;
 type StopCommand = Extract<Command, { type: 'stop' }>;
 type VolumeCommand = Extract<Command, { type: 'volume' }>;
+type MaintenanceCommand = Extract<Command, { type: (typeof MAINTENANCE_TYPES)[number] }>;
 
 // Unknown fields must survive the envelope check: the full command schema runs on the same object next.
 const looseEnvelopeSchema = commandEnvelopeSchema.loose();
@@ -719,25 +720,33 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       case 'reboot':
       case 'ping':
       case 'identify':
-        this.maintenance(command.id, command.type);
+        this.maintenance(command);
         return;
     }
   }
 
-  private maintenance(id: string, type: (typeof MAINTENANCE_TYPES)[number]): void {
+  private maintenance(command: MaintenanceCommand): void {
+    const { id, type } = command;
     if (!this.options.maintenance) {
       this.ack(id, 'rejected', 'unsupported');
       return;
     }
     switch (type) {
       case 'ping':
-      case 'identify':
-        // identify would sound a test tone; there is nothing to sound here, so it is done at once.
+        // Touches neither audio nor playback, so it is answered whatever plays: the round trip is the point.
         this.ack(id, 'done');
         return;
+      case 'identify':
       case 'reboot':
+        // protocol.md rule 4: a test tone over an emergency would drown the warning, and a reboot ends it;
+        // a technician's routine command must not do either.
+        if (this.outranked(command)) {
+          this.ack(id, 'rejected', 'lower_priority');
+          return;
+        }
         this.ack(id, 'done');
-        this.reboot();
+        // identify would sound a test tone; there is nothing to sound here, so it is done at once.
+        if (type === 'reboot') this.reboot();
         return;
     }
   }

@@ -39,8 +39,9 @@ export const prioritySchema = z.enum(PRIORITIES);
 export type Priority = z.infer<typeof prioritySchema>;
 
 /**
- * Rank of a priority. A play of equal or higher rank replaces what plays; a play, stop or volume of lower
- * rank than what plays is rejected (`lower_priority`), so that no routine command ends an emergency.
+ * Rank of a priority. A play of equal or higher rank replaces what plays; a play, stop, volume, reboot or
+ * identify of lower rank than what plays is rejected (`lower_priority`), so that no routine command ends,
+ * turns down or sounds over an emergency. A ping touches no audio and is always answered.
  */
 export function priorityRank(priority: Priority): number {
   return PRIORITIES.indexOf(priority);
@@ -67,10 +68,24 @@ const volumeLevel = z.number().int().min(0).max(100);
 const idString = z.string().min(1).max(LIMITS.id);
 const reasonString = z.string().max(LIMITS.reason);
 /**
+ * No whitespace at either end and no control character anywhere (C0, DEL, C1). URL parsers disagree on
+ * such input (WHATWG's drops edge whitespace, tabs and newlines; a firmware's may not), and zod's url check
+ * accepts it: it trims the value quietly and passes other control characters through to devices. Refused,
+ * not cleaned up, so that what an operator sent is exactly what devices get. Empty passes here so that
+ * the url check names what is wrong with it.
+ */
+const CLEAN_URL = /^(?:[^\s\p{Cc}](?:[^\p{Cc}]*[^\s\p{Cc}])?)?$/u;
+/**
  * Devices fetch what the server names: only http and https, never `file:`, `javascript:` or anything
  * else a firmware's URL library might happen to open.
  */
-const webUrl = z.url({ protocol: /^https?$/, error: 'must be an http or https URL' }).max(LIMITS.url);
+const webUrl = z
+  .string()
+  .max(LIMITS.url)
+  .regex(CLEAN_URL, 'must not start or end with whitespace or contain control characters')
+  .pipe(z.url({ protocol: /^https?$/, error: 'must be an http or https URL' }))
+  // The pipe's input side has no format of its own; keep the API description saying it is a URL.
+  .meta({ format: 'uri' });
 
 export const mediaSourceSchema = z.object({
   kind: z.literal('media'),
