@@ -99,6 +99,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     clientErrorHandler,
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     trustProxy: config.http.trustProxy,
+    http: {
+      // A socket that sends no complete request headers in time (nothing at all, or a slowloris trickle)
+      // is answered 408 and closed. Node counts from the connection's opening (later, from a request's
+      // first byte) and looks every connectionsCheckingInterval (default 30 s). An upgraded WebSocket
+      // leaves the HTTP parser and is never cut by this: MQTT keepalive is up to 120 s.
+      headersTimeout: config.http.headersTimeoutMs,
+      connectionsCheckingInterval: 1_000,
+    },
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -120,6 +128,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // onClose hooks run in reverse order of registration: the broker closes (no more acks arrive), then
   // queued writes are flushed, then the database closes.
   app.addHook('onClose', async () => {
+    // Playback first: the entries it stores update the device health that is flushed next.
+    app.services.playback.flush();
     app.services.health.flush();
     app.services.commands.flush();
   });
@@ -139,13 +149,20 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...config.mqtt,
     clock,
     onRefused: (reason) => app.metrics.mqttConnectionRefused(reason),
+    onSubscriptionRefused: () => app.metrics.mqttSubscriptionRefused(),
     // Bound late: devices only connect once the app is listening, when the services exist.
     authenticate: (deviceId, secret) => app.services.devices.authenticate(deviceId, secret),
   });
 
   const audit = new AuditService(repos.audit, clock);
   const areas = new AreasService(repos.areas, audit, clock);
-  const health = new HealthService(repos.health, config.health, clock, app.log.child({ module: 'health' }));
+  const health = new HealthService(
+    repos.health,
+    config.health,
+    clock,
+    app.log.child({ module: 'health' }),
+    app.metrics,
+  );
   const devices = new DevicesService(
     repos.devices,
     areas,
@@ -201,7 +218,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       clock,
       app.log.child({ module: 'commands' }),
     ),
-    playback: new PlaybackService(repos.playback, clock),
+    playback: new PlaybackService(repos.playback, clock, {
+      metrics: app.metrics,
+      log: app.log.child({ module: 'playback' }),
+      onStored: (deviceId, entry) => health.recordPlayback(deviceId, entry),
+      timers: clock,
+    }),
   };
   app.decorate('services', services);
 
@@ -209,11 +231,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   if (resorted > 0) app.log.info({ devices: resorted }, 'recomputed device sort keys');
   // Loads live status; devices still marked online from before are recorded offline (server_restart).
   services.health.start();
-  connectDeviceGateway(app.broker, services, app.log.child({ module: 'device-gateway' }), {
-    messageIn: (channel) => app.metrics.mqttMessageIn(channel),
-    malformed: (channel) => app.metrics.malformedPayload(channel),
-    failed: (channel) => app.metrics.deviceEventFailed(channel),
-  });
+  connectDeviceGateway(
+    app.broker,
+    services,
+    app.log.child({ module: 'device-gateway' }),
+    {
+      messageIn: (channel) => app.metrics.mqttMessageIn(channel),
+      malformed: (channel) => app.metrics.malformedPayload(channel),
+      failed: (channel) => app.metrics.deviceEventFailed(channel),
+    },
+    clock,
+  );
 
   // Periodic jobs run on the injected clock, so tests drive them by moving time.
   const jobs = new PeriodicJobs(clock, app.log);

@@ -63,10 +63,14 @@ const envSchema = z.object({
   MQTT_MAX_CONNECTS_PER_S: z.coerce.number().int().min(1).default(500),
   // Broker limits (docs/broker.md). 0 turns a per-address cap off.
   MQTT_MAX_CONNECTS_PER_ADDRESS_PER_S: z.coerce.number().int().min(0).default(20),
-  MQTT_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(0).default(200),
+  // Both ports together (docs/broker.md); MQTT_MAX_CONNECTIONS_PER_ADDRESS is its former name, still read.
+  MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(0).optional(),
+  MQTT_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(0).optional(),
   // MQTT's own ceiling is 256 MB (a 4-byte remaining length).
   MQTT_MAX_PACKET_KB: z.coerce.number().int().min(1).max(262_143).default(256),
   MQTT_CONNECT_TIMEOUT_S: z.coerce.number().int().min(1).max(120).default(5),
+  // An HTTP connection that has not sent its request headers by then is closed (not WebSockets once open).
+  HTTP_HEADERS_TIMEOUT_S: z.coerce.number().int().min(1).max(300).default(10),
   METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   // Below Docker's default stop grace period (10 s), after which the process is killed mid-write.
   SHUTDOWN_TIMEOUT_S: z.coerce.number().int().min(1).max(600).default(8),
@@ -92,12 +96,19 @@ const envSchema = z.object({
 export type Env = z.input<typeof envSchema>;
 
 export interface Config {
-  http: { host: string; port: number; publicUrl: string | undefined; trustProxy: boolean | string[] };
+  http: {
+    host: string;
+    port: number;
+    publicUrl: string | undefined;
+    trustProxy: boolean | string[];
+    headersTimeoutMs: number;
+  };
   mqtt: {
     host: string;
     port: number;
     maxConnectsPerSecond: number;
     maxConnectsPerAddressPerSecond: number;
+    /** Counted by the broker over both ports, the HTTP one included. */
     maxConnectionsPerAddress: number;
     maxPacketBytes: number;
     connectTimeoutMs: number;
@@ -150,13 +161,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const e = parsed.data;
   const dataDir = path.resolve(e.DATA_DIR);
   return {
-    http: { host: e.HOST, port: e.PORT, publicUrl: e.PUBLIC_URL, trustProxy: e.TRUST_PROXY },
+    http: {
+      host: e.HOST,
+      port: e.PORT,
+      publicUrl: e.PUBLIC_URL,
+      trustProxy: e.TRUST_PROXY,
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_S * 1000,
+    },
     mqtt: {
       host: e.MQTT_HOST ?? e.HOST,
       port: e.MQTT_PORT,
       maxConnectsPerSecond: e.MQTT_MAX_CONNECTS_PER_S,
       maxConnectsPerAddressPerSecond: e.MQTT_MAX_CONNECTS_PER_ADDRESS_PER_S,
-      maxConnectionsPerAddress: e.MQTT_MAX_CONNECTIONS_PER_ADDRESS,
+      maxConnectionsPerAddress: e.MAX_CONNECTIONS_PER_ADDRESS ?? e.MQTT_MAX_CONNECTIONS_PER_ADDRESS ?? 200,
       maxPacketBytes: e.MQTT_MAX_PACKET_KB * 1024,
       connectTimeoutMs: e.MQTT_CONNECT_TIMEOUT_S * 1000,
     },

@@ -1,17 +1,24 @@
 /**
- * The broker's limits over real sockets (docs/broker.md): packet size, connect rate per address and
- * overall, connections per address, the CONNECT timeout, CONNACK codes of MQTT 3.1.1 only, clean sessions,
- * and one re-send of pending commands per connection. Flooding hosts use 127.0.0.2/127.0.0.3 as their
- * local address (Linux routes all of 127/8 to lo) so the broker sees them as other hosts.
+ * The broker's limits over real sockets (docs/broker.md): packet size (and the smaller one of CONNECT),
+ * connect rate per address and overall, connections per address, the CONNECT timeout, CONNACK codes of
+ * MQTT 3.1.1 only, clean sessions, one re-send of pending commands per subscription, UNSUBSCRIBE, and a
+ * misbehaving device that must not flood the log. Flooding hosts use 127.0.0.2/127.0.0.3 as their local
+ * address (Linux routes all of 127/8 to lo) so the broker sees them as other hosts.
  */
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
 import { MqttClient, type IClientOptions } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PacketSizeGuard } from '../src/plugins/broker.js';
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { MAX_CONNECT_BYTES, MAX_STRIKES_PER_CONNECTION, PacketSizeGuard } from '../src/plugins/broker.js';
 import { topics } from '../src/protocol/index.js';
-import { createAreaTree, createTestApp, type TestApp } from './support/app.js';
+import { ADMIN_PASSWORD, createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
-import { connectDevice, end } from './support/mqtt.js';
+import { closed, connectDevice, end } from './support/mqtt.js';
 import { waitFor } from './support/wait.js';
 
 const FLOODER = '127.0.0.2';
@@ -20,12 +27,14 @@ const OTHER_FLOODER = '127.0.0.3';
 let t: TestApp | undefined;
 const clients: MqttClient[] = [];
 const sockets: net.Socket[] = [];
+const cleanups: (() => Promise<void>)[] = [];
 
 afterEach(async () => {
   await end(...clients.splice(0));
   for (const socket of sockets.splice(0)) socket.destroy();
   await t?.close();
   t = undefined;
+  for (const cleanup of cleanups.splice(0)) await cleanup();
 });
 
 async function start(env: Record<string, string> = {}, clock?: ManualClock) {
@@ -85,12 +94,73 @@ function attempt(
   });
 }
 
-async function refusedCount(test: TestApp, reason: string): Promise<number> {
+async function metric(test: Pick<TestApp, 'app'>, series: string): Promise<number> {
   const text = await test.app.metrics.render();
-  const line = text
-    .split('\n')
-    .find((l) => l.startsWith(`loa_mqtt_connections_refused_total{reason="${reason}"}`));
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
   return Number(line?.split(' ').pop() ?? NaN);
+}
+
+const refusedCount = (test: TestApp, reason: string) =>
+  metric(test, `loa_mqtt_connections_refused_total{reason="${reason}"}`);
+
+interface LogLine {
+  level: number;
+  msg: string;
+  deviceId?: string;
+  suppressed?: number;
+}
+const WARN = 40;
+
+/**
+ * An app like createTestApp's, listening, whose log lines are kept for the test to read, with one device
+ * in one area; the clock is the test's.
+ */
+async function startLogged(clock: ManualClock) {
+  const lines: LogLine[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString('utf8').split('\n'))
+        if (line) lines.push(JSON.parse(line) as LogLine);
+      callback();
+    },
+  });
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-test-'));
+  const config = loadConfig({
+    DATA_DIR: dataDir,
+    PORT: '0',
+    MQTT_PORT: '0',
+    HOST: '127.0.0.1',
+    ADMIN_PASSWORD,
+  });
+  const app = await buildApp({ config, clock, logger: { level: 'info', stream } });
+  cleanups.push(async () => {
+    await app.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const post = async (url: string, body: object, token?: string) => {
+    const res = await app.inject({
+      method: 'POST',
+      url,
+      payload: body,
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    });
+    if (res.statusCode >= 300) throw new Error(`${url}: ${res.statusCode} ${res.body}`);
+    return res.json<Record<string, unknown>>();
+  };
+  const { token } = (await post('/api/v1/auth/login', { username: 'admin', password: ADMIN_PASSWORD })) as {
+    token: string;
+  };
+  const area = await post('/api/v1/areas', { name: 'Tỉnh Quảng Trị', level: 'province' }, token);
+  const device = (await post(
+    '/api/v1/devices',
+    { name: 'Cụm loa thôn Đông', kind: 'cluster', areaId: area.id },
+    token,
+  )) as { id: string; credentials: { clientId: string; username: string; password: string } };
+  const client = await connectDevice(`mqtt://127.0.0.1:${app.broker.port}`, device.credentials);
+  clients.push(client);
+  const warnings = (msg: string) => lines.filter((l) => l.level === WARN && l.msg.startsWith(msg));
+  return { app, device, client, warnings };
 }
 
 /** A fixed header: type/flags byte, then the remaining length as MQTT's variable-length integer. */
@@ -121,6 +191,16 @@ describe('PacketSizeGuard', () => {
     expect(guard.accept(pingreq)).toBe(false);
   });
 
+  it("holds a connection's first packet (its CONNECT) to the smaller limit, later ones to the full one", () => {
+    const first = new PacketSizeGuard(256 * 1024, MAX_CONNECT_BYTES);
+    expect(first.accept(fixedHeader(0x10, MAX_CONNECT_BYTES))).toBe(true);
+    expect(first.accept(Buffer.alloc(MAX_CONNECT_BYTES))).toBe(true);
+    expect(first.accept(fixedHeader(0x30, 100 * 1024))).toBe(true);
+
+    const tooLarge = new PacketSizeGuard(256 * 1024, MAX_CONNECT_BYTES);
+    expect(tooLarge.accept(fixedHeader(0x10, MAX_CONNECT_BYTES + 1))).toBe(false);
+  });
+
   it('refuses a remaining length of more than four bytes (3.1.1 §2.2.3)', () => {
     const guard = new PacketSizeGuard(Number.MAX_SAFE_INTEGER);
     expect(guard.accept(Buffer.from([0x30, 0x80, 0x80, 0x80, 0x80]))).toBe(false);
@@ -135,6 +215,20 @@ describe('broker limits', () => {
     const socket = await rawSocket(port);
     const whenClosed = socketClosed(socket);
     socket.write(Buffer.concat([fixedHeader(0x10, 250 * 1024 * 1024), Buffer.alloc(64 * 1024, 0x61)]));
+    await whenClosed;
+    expect(await refusedCount(t, 'packet_too_large')).toBe(1);
+
+    const ok = await attempt(port, '127.0.0.1', device.credentials);
+    expect(ok.outcome).toEqual({ connected: true, sessionPresent: false });
+  });
+
+  it('closes a connection whose CONNECT is 100 KB (under the packet limit), and a device still connects', async () => {
+    const { t, port, hamlet } = await start({ MQTT_CONNECT_TIMEOUT_S: '120', MQTT_MAX_PACKET_KB: '256' });
+    const device = await t.createDevice(hamlet);
+    const socket = await rawSocket(port);
+    const whenClosed = socketClosed(socket);
+    // Before authentication: the whole 100 KB would otherwise be buffered for the parser.
+    socket.write(Buffer.concat([fixedHeader(0x10, 100 * 1024), Buffer.alloc(100 * 1024, 0x61)]));
     await whenClosed;
     expect(await refusedCount(t, 'packet_too_large')).toBe(1);
 
@@ -327,5 +421,96 @@ describe('broker limits', () => {
     await waitFor(() => ids.includes(marker), 'the command sent after the subscriptions');
     expect(ids.filter((id) => id !== marker)).toHaveLength(PENDING);
     expect(new Set(ids).size).toBe(PENDING + 1);
+  });
+
+  it('makes an unsubscribed device not ready; its next SUBSCRIBE re-sends what is pending, once', async () => {
+    const { t, port, hamlet } = await start();
+    const device = await t.createDevice(hamlet);
+    const cmd = topics.cmd(device.id);
+    const send = async () => {
+      const res = await t.request('POST', '/api/v1/commands', {
+        token: t.adminToken,
+        body: { type: 'ping', targets: { deviceIds: [device.id] } },
+      });
+      expect([201, 202]).toContain(res.statusCode);
+      return res.json<{ id: string }>().id;
+    };
+    const status = (commandId: string) =>
+      (
+        t.query(`SELECT status FROM command_deliveries WHERE command_id = '${commandId}'`)[0] as {
+          status: string;
+        }
+      ).status;
+
+    const client = await connectDevice(`mqtt://127.0.0.1:${port}`, device.credentials);
+    clients.push(client);
+    const ids: string[] = [];
+    client.on('message', (_topic, payload) =>
+      ids.push((JSON.parse(payload.toString()) as { id: string }).id),
+    );
+    await client.subscribeAsync(cmd, { qos: 1 });
+    expect(t.app.broker.isReady(device.id)).toBe(true);
+
+    // Aedes reports the UNSUBSCRIBE in the same turn as it writes UNSUBACK.
+    await client.unsubscribeAsync(cmd);
+    expect(t.app.broker.isReady(device.id)).toBe(false);
+    // Not handed to a connection that would drop it: it waits for the device.
+    const whileAway = await send();
+    expect(status(whileAway)).toBe('pending');
+
+    for (let i = 0; i < 5; i++) await client.subscribeAsync(cmd, { qos: 1 });
+    expect(t.app.broker.isReady(device.id)).toBe(true);
+    const marker = await send();
+    await waitFor(() => ids.includes(marker), 'the command sent after the subscriptions');
+    // Once for the subscription after the UNSUBSCRIBE, not once per SUBSCRIBE.
+    expect(ids).toEqual([whileAway, marker]);
+  });
+
+  it('logs refused subscriptions once per device and minute, counts them all, and closes the connection at the limit', async () => {
+    const clock = new ManualClock();
+    const { app, client, warnings } = await startLogged(clock);
+    const refused = () => metric({ app }, 'loa_mqtt_subscriptions_refused_total');
+    // Resolves on SUBACK, refused or not (subscribeAsync rejects a refusal).
+    const subscribe = (topic: string) =>
+      new Promise<void>((resolve) => client.subscribe(topic, { qos: 1 }, () => resolve()));
+
+    for (let i = 0; i < 5; i++) await subscribe(`loa/other${i}/cmd`);
+    expect(await refused()).toBe(5);
+    expect(warnings('subscription refused')).toHaveLength(1);
+
+    clock.advance(60_000);
+    await subscribe('#');
+    expect(warnings('subscription refused').map((l) => l.suppressed)).toEqual([0, 4]);
+
+    for (let i = 6; i < MAX_STRIKES_PER_CONNECTION - 1; i++) await subscribe('#');
+    expect(client.connected).toBe(true);
+    const whenClosed = closed(client);
+    client.subscribe('#', { qos: 1 }, () => undefined);
+    await whenClosed;
+    expect(await refused()).toBe(MAX_STRIKES_PER_CONNECTION);
+    expect(warnings('subscription refused')).toHaveLength(2);
+    expect(warnings('too many refusals on one connection')).toHaveLength(1);
+  });
+
+  it('logs malformed payloads once per device and minute, and counts them all', async () => {
+    const clock = new ManualClock();
+    const { app, device, client, warnings } = await startLogged(clock);
+    const malformed = () => metric({ app }, 'loa_mqtt_malformed_payloads_total{channel="telemetry"}');
+
+    for (let i = 0; i < 5; i++)
+      await client.publishAsync(topics.telemetry(device.id), 'not json', { qos: 1 });
+    // Counted and logged in the same turn: once the count is there, so is every line.
+    await waitFor(async () => (await malformed()) === 5, 'five malformed payloads counted');
+    expect(warnings('malformed device payload dropped')).toHaveLength(1);
+
+    clock.advance(60_000);
+    await client.publishAsync(topics.telemetry(device.id), '{"bad": true}', { qos: 1 });
+    await waitFor(async () => (await malformed()) === 6, 'the sixth counted');
+    const lines = warnings('malformed device payload dropped');
+    expect(lines.map((l) => [l.deviceId, l.suppressed])).toEqual([
+      [device.id, 0],
+      [device.id, 4],
+    ]);
+    expect(client.connected).toBe(true);
   });
 });

@@ -17,13 +17,15 @@ const METRICS_TOKEN = 'metrics-token-0123456789abcdef';
 
 describe('device gateway', () => {
   let t: TestApp;
+  let clock: ManualClock;
   let tree: Awaited<ReturnType<typeof createAreaTree>>;
   let outsider: Database.Database;
   const clients: MqttClient[] = [];
 
   beforeEach(async () => {
+    clock = new ManualClock('2026-06-01T00:00:00.000Z');
     t = await createTestApp({
-      clock: new ManualClock('2026-06-01T00:00:00.000Z'),
+      clock,
       listen: true,
       env: { METRICS_TOKEN },
     });
@@ -41,27 +43,27 @@ describe('device gateway', () => {
     clients.push(client);
     return client;
   };
-  const failures = async (channel: string): Promise<number> => {
+  const metric = async (series: string): Promise<number> => {
     const res = await t.app.inject({
       method: 'GET',
       url: '/metrics',
       headers: { authorization: `Bearer ${METRICS_TOKEN}` },
     });
-    const line = res.body
-      .split('\n')
-      .find((l) => l.startsWith(`loa_device_event_failures_total{channel="${channel}"}`));
+    const line = res.body.split('\n').find((l) => l.startsWith(`${series} `));
     return Number(line?.split(' ').pop() ?? NaN);
   };
+  const failures = (channel: string) => metric(`loa_device_event_failures_total{channel="${channel}"}`);
   const refuseWrites = (table: string, operation: 'INSERT' | 'UPDATE') =>
     outsider.exec(
       `CREATE TRIGGER disk_full_${table} BEFORE ${operation} ON ${table} BEGIN SELECT RAISE(ABORT, 'disk full'); END`,
     );
   const allowWrites = (table: string) => outsider.exec(`DROP TRIGGER disk_full_${table}`);
 
-  it('counts a log entry it could not store, and handles the next one', async () => {
+  it('retries a log entry it could not store, counts the failure, and stores it once writes work again', async () => {
     const device = await t.createDevice(tree.hamletA.id, 'Cụm loa bến đò');
     const client = await connect(device.credentials);
-    expect(await failures('log')).toBe(0);
+    const retries = () => metric('loa_db_batch_retries_total{writer="playback"}');
+    expect(await retries()).toBe(0);
     const entry: PlaybackLogEntry = {
       seq: 1,
       sessionId: 'ses_1',
@@ -72,15 +74,22 @@ describe('device gateway', () => {
 
     refuseWrites('playback_events', 'INSERT');
     await client.publishAsync(topics.log(device.id), JSON.stringify(entry), { qos: 1 });
-    await waitFor(async () => (await failures('log')) === 1, 'the failure counted');
+    await waitFor(async () => (await retries()) === 1, 'the failure counted');
+    expect(t.query('SELECT seq FROM playback_events')).toEqual([]);
 
     allowWrites('playback_events');
+    // The first back-off (src/db/batch-writer.ts) on the server's clock: the retry stores the entry.
+    clock.advance(500);
+    expect(t.query('SELECT seq FROM playback_events')).toEqual([{ seq: 1 }]);
     await client.publishAsync(topics.log(device.id), JSON.stringify({ ...entry, seq: 2 }), { qos: 1 });
     await waitFor(
-      () => t.query(`SELECT seq FROM playback_events WHERE device_id = '${device.id}'`).length === 1,
+      () => t.query(`SELECT seq FROM playback_events WHERE device_id = '${device.id}'`).length === 2,
       'the next entry stored',
     );
-    expect(t.query('SELECT seq FROM playback_events')).toEqual([{ seq: 2 }]);
+    expect(t.query('SELECT seq FROM playback_events ORDER BY seq')).toEqual([{ seq: 1 }, { seq: 2 }]);
+    expect(await retries()).toBe(1);
+    expect(await metric('loa_db_batch_dropped_items_total{writer="playback"}')).toBe(0);
+    expect(await failures('log')).toBe(0);
     expect(client.connected).toBe(true);
     expect((await t.request('GET', '/healthz')).statusCode).toBe(200);
   });

@@ -64,6 +64,32 @@ describe('playback log', () => {
     expect(health.json<{ playbackFailures: number }>().playbackFailures).toBe(2);
   });
 
+  it('stores a copy that arrives in the same batch as its original once, and counts it once', async () => {
+    const failed: PlaybackLogEntry = {
+      seq: 7,
+      sessionId: 'ses_lũ',
+      commandId: 'cmd_lũ',
+      event: 'failed',
+      at: '2026-06-01T00:00:00.000Z',
+      reason: 'loa bị ngắt',
+    };
+    // Both in one tick, so both are in one transaction (src/db/batch-writer.ts): no earlier commit can
+    // tell the second that the first was stored. Over MQTT, which tick a copy arrives in is up to the
+    // network, so the service is fed directly, as the device gateway feeds it.
+    t.app.services.playback.record(device.id, failed);
+    t.app.services.playback.record(device.id, { ...failed });
+    await waitFor(() => stored().length === 1, 'the entry stored');
+    const health = await waitFor(async () => {
+      const res = await t.request('GET', `/api/v1/devices/${device.id}/health`, { token: t.adminToken });
+      const body = res.json<{ playbackFailures: number }>();
+      return body.playbackFailures > 0 ? body : null;
+    }, 'the failure counted');
+    expect(health.playbackFailures).toBe(1);
+    expect(stored()).toEqual([
+      expect.objectContaining({ seq: 7, sessionId: 'ses_lũ', reason: 'loa bị ngắt' }),
+    ]);
+  });
+
   it('stores entries that differ only in event or device time, as the protocol keys them', async () => {
     const started: PlaybackLogEntry = {
       seq: 1,

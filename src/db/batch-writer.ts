@@ -6,6 +6,18 @@
  * instead of being dropped: both causes are often over within seconds, and a lost `done` ack leaves a
  * delivery pending until it expires. After the last attempt it is handed to `onError` and dropped, so one
  * bad batch cannot hold the writes behind it for ever.
+ *
+ * While a batch waits for its retry, new items queue behind it, and a database that stays down for an hour
+ * would let that queue grow with every message. So the writer holds at most `maxQueued` items; past that,
+ * new items are dropped (counted through `onOverflow`, warned about at most once a minute). The newest are
+ * dropped rather than the oldest because:
+ * - dropping from the front of a 50,000-item array costs 60-130 µs per item (measured): seconds of event
+ *   loop for an ack storm, just when the server is already struggling;
+ * - what is stored stays a gapless prefix of what arrived, so "nothing after 10:42 was stored" is the whole
+ *   story;
+ * - the newest items are the ones the system recovers best: the device status is rewritten from memory,
+ *   and a delivery whose last ack was dropped stays pending and is re-sent, to which the device answers
+ *   with its final ack again (protocol.md rule 2).
  */
 
 /** The timers the back-off runs on; a test passes a ManualClock and moves time itself. */
@@ -24,12 +36,30 @@ export interface BatchWriterOptions<T> {
   timers?: RetryTimers;
   /** A batch failed and will be tried again in `delayMs` (for logs and metrics). */
   onRetry?: (err: unknown, items: readonly T[], attempt: number, delayMs: number) => void;
+  /** Items held at most, the batch waiting for a retry included; past it, new items are dropped. */
+  maxQueued?: number;
+  /** An item was dropped because the queue was full (to count it: this runs for every one). */
+  onOverflow?: (item: T) => void;
+  /**
+   * For the log: the first overflow drop, then at most once per `overflowWarnMs`, how many items were
+   * dropped since the last call. One line per minute however many items an outage drops.
+   */
+  onOverflowWarning?: (dropped: number) => void;
+  overflowWarnMs?: number;
+  /**
+   * False: items are written only by flush() (a periodic job) or when a batch is full, not at the end of
+   * every tick; for writes that may wait, such as telemetry samples.
+   */
+  flushEachTick?: boolean;
 }
 
 // 5 tries over 0.5 + 1 + 2 + 4 = 7.5 s: longer than SQLite's busy waits, short enough that the acks
 // queued behind a dropped batch are not held long.
 const DEFAULT_ATTEMPTS = 5;
 const DEFAULT_RETRY_DELAY_MS = 500;
+// A few MB of small objects: minutes of acks from 10,000 devices, far beyond a retried batch's 7.5 s.
+const DEFAULT_MAX_QUEUED = 50_000;
+const DEFAULT_OVERFLOW_WARN_MS = 60_000;
 
 const systemTimers: RetryTimers = {
   setTimeout: (fn, ms) => {
@@ -51,6 +81,14 @@ export class BatchWriter<T> {
   private readonly retryDelayMs: number;
   private readonly timers: RetryTimers;
   private readonly onRetry: BatchWriterOptions<T>['onRetry'];
+  private readonly maxQueued: number;
+  private readonly onOverflow: BatchWriterOptions<T>['onOverflow'];
+  private readonly onOverflowWarning: BatchWriterOptions<T>['onOverflowWarning'];
+  private readonly overflowWarnMs: number;
+  private readonly flushEachTick: boolean;
+  /** Overflow drops not yet reported through onOverflowWarning, and the window that holds them back. */
+  private unwarnedDrops = 0;
+  private warnWindow: unknown;
 
   /**
    * `onError` gets a batch that failed its last attempt, as it is dropped. `options` may be a number:
@@ -62,14 +100,24 @@ export class BatchWriter<T> {
     options: number | BatchWriterOptions<T> = {},
   ) {
     const o = typeof options === 'number' ? { maxBatch: options } : options;
-    this.maxBatch = o.maxBatch ?? 2_000;
+    this.maxQueued = Math.max(1, o.maxQueued ?? DEFAULT_MAX_QUEUED);
+    // A batch larger than the queue could never fill up before the queue overflows.
+    this.maxBatch = Math.min(o.maxBatch ?? 2_000, this.maxQueued);
     this.attempts = Math.max(1, o.attempts ?? DEFAULT_ATTEMPTS);
     this.retryDelayMs = o.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
     this.timers = o.timers ?? systemTimers;
     this.onRetry = o.onRetry;
+    this.onOverflow = o.onOverflow;
+    this.onOverflowWarning = o.onOverflowWarning;
+    this.overflowWarnMs = o.overflowWarnMs ?? DEFAULT_OVERFLOW_WARN_MS;
+    this.flushEachTick = o.flushEachTick ?? true;
   }
 
   push(item: T): void {
+    if (this.pending >= this.maxQueued) {
+      this.overflow(item);
+      return;
+    }
     this.queue.push(item);
     // Behind a failed batch: written when its retry succeeds or it is dropped, in arrival order.
     if (this.retrying) return;
@@ -77,7 +125,7 @@ export class BatchWriter<T> {
       this.flush();
       return;
     }
-    if (!this.scheduled) {
+    if (!this.scheduled && this.flushEachTick) {
       this.scheduled = true;
       // setImmediate lets every message already read from the sockets join this batch.
       setImmediate(() => this.flush());
@@ -104,6 +152,9 @@ export class BatchWriter<T> {
     const waiting = this.retrying;
     if (waiting) this.timers.clearTimeout(waiting.timer);
     this.retrying = undefined;
+    if (this.warnWindow !== undefined) this.timers.clearTimeout(this.warnWindow);
+    this.warnWindow = undefined;
+    if (this.unwarnedDrops > 0) this.warnOverflow(false);
     const items = [...(waiting?.items ?? []), ...this.queue];
     this.queue = [];
     if (items.length === 0) return;
@@ -116,6 +167,29 @@ export class BatchWriter<T> {
 
   get pending(): number {
     return this.queue.length + (this.retrying?.items.length ?? 0);
+  }
+
+  /** What is not written yet, oldest first (a copy): readers that must see writes still on their way. */
+  snapshot(): T[] {
+    return [...(this.retrying?.items ?? []), ...this.queue];
+  }
+
+  private overflow(item: T): void {
+    this.onOverflow?.(item);
+    this.unwarnedDrops += 1;
+    if (this.warnWindow === undefined) this.warnOverflow(true);
+  }
+
+  /** Reports the drops held back; with `rearm`, holds back the next ones until the window ends. */
+  private warnOverflow(rearm: boolean): void {
+    const dropped = this.unwarnedDrops;
+    this.unwarnedDrops = 0;
+    this.onOverflowWarning?.(dropped);
+    if (!rearm) return;
+    this.warnWindow = this.timers.setTimeout(() => {
+      this.warnWindow = undefined;
+      if (this.unwarnedDrops > 0) this.warnOverflow(true);
+    }, this.overflowWarnMs);
   }
 
   private writeQueue(): void {

@@ -10,6 +10,8 @@
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type { z } from 'zod';
+import { systemClock } from '../lib/clock.js';
+import { LogWindow } from '../lib/log-window.js';
 import type { DeviceBroker } from '../plugins/broker.js';
 import { ackSchema, decodePayload, logSchema, stateSchema, telemetrySchema } from '../protocol/index.js';
 import type { CommandsService } from '../modules/commands/commands.service.js';
@@ -18,6 +20,8 @@ import type { PlaybackService } from '../modules/playback/playback.service.js';
 
 // What a log line may quote of a payload that failed validation.
 const QUOTE_BYTES = 200;
+// Malformed payloads are logged at most once per device and window: one device must not flood the log.
+const MALFORMED_LOG_WINDOW_MS = 60_000;
 
 export interface DeviceGatewayHooks {
   messageIn?(channel: string): void;
@@ -37,8 +41,10 @@ export function connectDeviceGateway(
   services: DeviceGatewayServices,
   log: FastifyBaseLogger,
   hooks: DeviceGatewayHooks = {},
+  clock: { now(): Date } = systemClock,
 ): void {
   const { health, commands, playback } = services;
+  const malformedLog = new LogWindow(clock, MALFORMED_LOG_WINDOW_MS);
 
   const guarded = (deviceId: string, channel: string, handle: () => void): void => {
     try {
@@ -67,6 +73,8 @@ export function connectDeviceGateway(
         const result = decodePayload(schema, payload);
         if (result.ok) return result.value;
         hooks.malformed?.(channel);
+        const suppressed = malformedLog.pass(deviceId);
+        if (suppressed === undefined) return undefined;
         log.warn(
           {
             deviceId,
@@ -74,8 +82,10 @@ export function connectDeviceGateway(
             error: result.error.slice(0, 500),
             bytes: payload.length,
             payload: payload.subarray(0, QUOTE_BYTES).toString('utf8'),
+            suppressed,
+            windowS: MALFORMED_LOG_WINDOW_MS / 1000,
           },
-          'malformed device payload dropped',
+          'malformed device payload dropped (logged once per device and window; suppressed: dropped since the last line)',
         );
         return undefined;
       };
@@ -100,14 +110,8 @@ export function connectDeviceGateway(
         }
         case 'log': {
           const entry = decode(logSchema);
-          // A copy of an entry already stored (QoS 1 may deliver twice) must not count twice.
-          if (entry && playback.record(deviceId, entry)) {
-            health.recordPlayback(deviceId, entry);
-            log.debug(
-              { deviceId, seq: entry.seq, commandId: entry.commandId, event: entry.event },
-              'playback event',
-            );
-          }
+          // Stored in batches, once however often QoS 1 delivers it; health hears of it once it is stored.
+          if (entry) playback.record(deviceId, entry);
           return;
         }
       }

@@ -13,6 +13,7 @@ import fp from 'fastify-plugin';
 import websocket from '@fastify/websocket';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { FastifyBaseLogger } from 'fastify';
+import { LogWindow } from '../lib/log-window.js';
 import { DEVICE_PUBLISH_CHANNELS, parseDeviceTopic, topics, type DeviceChannel } from '../protocol/index.js';
 
 /** Why a device came online: a fresh connection, or a new connection replacing a live one. */
@@ -53,7 +54,10 @@ export interface BrokerOptions {
   maxConnectsPerSecond: number;
   /** CONNECTs accepted per second from one address, charged before the global cap; 0: no cap. */
   maxConnectsPerAddressPerSecond: number;
-  /** Open connections (TCP or WebSocket) one address may hold; 0: no cap. */
+  /**
+   * Open connections one address may hold on the MQTT TCP port and the HTTP port together (the HTTP
+   * port carries MQTT over WebSocket, the API and /docs); 0: no cap.
+   */
   maxConnectionsPerAddress: number;
   /** Largest MQTT packet accepted, counted as its remaining length (everything after the fixed header). */
   maxPacketBytes: number;
@@ -65,6 +69,8 @@ export interface BrokerOptions {
   clock?: { now(): Date };
   /** Told about every connection turned away, for /metrics. */
   onRefused?: (reason: RefusalReason) => void;
+  /** Told about every subscription refused (SUBACK 0x80), for /metrics. */
+  onSubscriptionRefused?: () => void;
 }
 
 // CONNACK return codes (MQTT 3.1.1, 3.2.2.3); the typings model them as a const enum. 3.1.1 has only
@@ -78,6 +84,14 @@ const MAX_CLIENT_ID_LENGTH = 64;
 const KEEPALIVE_LIMIT_S = 120;
 // The fixed header's longest form: one byte of type and flags, four of remaining length (3.1.1 §2.2.3).
 const MAX_FIXED_HEADER_BYTES = 5;
+// A connection's first packet is its CONNECT, which for a device is well under 1 KB (a 64-character id
+// twice and a secret). Before authentication nobody may make the server hold more than this.
+export const MAX_CONNECT_BYTES = 4 * 1024;
+// A device that is refused this often on one connection (subscriptions outside its cmd topic, or its cmd
+// topic unsubscribed and subscribed again, each of which re-sends its pending commands) is closed.
+export const MAX_STRIKES_PER_CONNECTION = 20;
+// Warnings about one device's misbehaviour: at most one line per device and window.
+const LOG_WINDOW_MS = 60_000;
 const DEVICE_CHANNELS = new Set<string>(DEVICE_PUBLISH_CHANNELS);
 
 function refuse(returnCode: AuthenticateError['returnCode'], message: string): AuthenticateError {
@@ -98,8 +112,15 @@ export class PacketSizeGuard {
   /** Body bytes of the current packet still to come; they are skipped, never inspected. */
   private remaining = 0;
   private rejected = false;
+  /** The current packet's limit: the first packet's until its length is read, then `maxBytes`. */
+  private limit: number;
 
-  constructor(private readonly maxBytes: number) {}
+  constructor(
+    private readonly maxBytes: number,
+    firstPacketMaxBytes = maxBytes,
+  ) {
+    this.limit = Math.min(maxBytes, firstPacketMaxBytes);
+  }
 
   /** False once a packet is too large or its length is malformed; stays false afterwards. */
   accept(chunk: Uint8Array): boolean {
@@ -124,7 +145,7 @@ export class PacketSizeGuard {
       // Every partial sum is a lower bound, so the packet is refused at the first byte that exceeds.
       this.length += (byte & 0x7f) * this.multiplier;
       this.lengthBytes += 1;
-      if (this.length > this.maxBytes) this.rejected = true;
+      if (this.length > this.limit) this.rejected = true;
       else if (byte & 0x80) {
         // A fifth length byte is malformed (§2.2.3); mqtt-packet would reject it too.
         if (this.lengthBytes === 4) this.rejected = true;
@@ -132,6 +153,7 @@ export class PacketSizeGuard {
       } else {
         this.inLength = false;
         this.remaining = this.length;
+        this.limit = this.maxBytes;
       }
     }
     return !this.rejected;
@@ -146,7 +168,7 @@ export class PacketSizeGuard {
  * tests/broker-limits.e2e.test.ts fails if a future Aedes reads another way.
  */
 function guardPacketSize(conn: Duplex, maxBytes: number, onTooLarge: () => void): void {
-  const guard = new PacketSizeGuard(maxBytes);
+  const guard = new PacketSizeGuard(maxBytes, MAX_CONNECT_BYTES);
   const read = conn.read.bind(conn);
   conn.read = (size?: number): unknown => {
     const chunk: unknown = read(size);
@@ -183,7 +205,11 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
   private readonly addresses = new WeakMap<Client, string>();
   /** Decided in preConnect (which sees the CONNECT packet), answered in authenticate with a CONNACK. */
   private readonly refusals = new WeakMap<Client, Refusal>();
+  /** Open sockets per address, on both ports: see admitSocket. */
   private readonly openByAddress = new Map<string, number>();
+  /** Refusals per connection (see MAX_STRIKES_PER_CONNECTION). */
+  private readonly strikes = new WeakMap<Client, number>();
+  private readonly subscriptionLog: LogWindow;
   private closing = false;
   private tcp: net.Server | undefined;
   // One fixed one-second window for all connect-rate counting; the per-address map is emptied with it,
@@ -198,6 +224,7 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
     private readonly log: FastifyBaseLogger,
   ) {
     super();
+    this.subscriptionLog = new LogWindow(options.clock ?? { now: () => new Date() }, LOG_WINDOW_MS);
   }
 
   static async create(options: BrokerOptions, log: FastifyBaseLogger): Promise<DeviceBroker> {
@@ -269,8 +296,16 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
         callback(null, sub);
         return;
       }
-      log.warn({ deviceId: client.id, topic: sub.topic }, 'subscription refused');
       callback(null, null);
+      this.options.onSubscriptionRefused?.();
+      const suppressed = this.subscriptionLog.pass(client.id);
+      if (suppressed !== undefined) {
+        log.warn(
+          { deviceId: client.id, topic: sub.topic, suppressed, windowS: LOG_WINDOW_MS / 1000 },
+          'subscription refused (logged once per device and window; suppressed: refused since the last line)',
+        );
+      }
+      this.strike(client, 'subscriptions refused');
     };
 
     aedes.authorizePublish = (client, packet, callback) => {
@@ -313,8 +348,9 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
     });
 
     aedes.on('subscribe', (subscriptions, client) => {
-      // 'ready' re-sends every pending command: once per connection, or a device (or anyone holding its
-      // credentials) subscribing in a loop multiplies them (500 SUBSCRIBEs × 200 pending = 100,000).
+      // 'ready' re-sends every pending command: once per subscription, or a device (or anyone holding its
+      // credentials) subscribing in a loop multiplies them (500 SUBSCRIBEs × 200 pending = 100,000). Only
+      // an UNSUBSCRIBE in between earns another re-send, and that costs a strike.
       if (this.subscribed.has(client)) return;
       const cmdTopic = topics.cmd(client.id);
       // Refused subscriptions come through with qos 128 (SUBACK failure), which the typings do not model.
@@ -322,6 +358,16 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
         this.subscribed.add(client);
         this.emit('ready', client.id);
       }
+    });
+
+    aedes.on('unsubscribe', (unsubscriptions, client) => {
+      // Aedes also reports the subscriptions a closing clean session drops; that is not the device's doing.
+      if (client.closed || !this.subscribed.has(client)) return;
+      if (!unsubscriptions.includes(topics.cmd(client.id))) return;
+      // Commands published from now on would not arrive: they stay pending until it subscribes again.
+      this.subscribed.delete(client);
+      log.debug({ deviceId: client.id }, 'device unsubscribed from its cmd topic');
+      this.strike(client, 'cmd topic unsubscribed and subscribed again');
     });
 
     aedes.on('publish', (packet, client) => {
@@ -383,33 +429,58 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
     return null;
   }
 
+  /** Counts one refusal against a connection and closes it at the limit: a device that works never gets near. */
+  private strike(client: Client, what: string): void {
+    const strikes = (this.strikes.get(client) ?? 0) + 1;
+    this.strikes.set(client, strikes);
+    if (strikes !== MAX_STRIKES_PER_CONNECTION) return;
+    this.log.warn(
+      { deviceId: client.id, limit: MAX_STRIKES_PER_CONNECTION, last: what },
+      'too many refusals on one connection; closing it',
+    );
+    client.close();
+  }
+
   private refusal(reason: RefusalReason, returnCode: Refusal['returnCode'], message: string): Refusal {
     this.options.onRefused?.(reason);
     return { reason, returnCode, message };
   }
 
   /**
-   * Hands a new connection (TCP socket or WebSocket stream) to Aedes behind the packet-size guard, or
-   * closes it at once when its address already holds too many: idle sockets cost a file descriptor each,
-   * and 22,000 of them from one address once starved every device and /healthz.
+   * Counts a raw socket against its address until it closes, or destroys it at once when the address
+   * already holds its cap: idle sockets cost a file descriptor each, and 20,000 of them from a few
+   * addresses once starved every device and /healthz. Both ports count here, into one counter: the MQTT
+   * TCP port and the HTTP port, which also carries MQTT over WebSocket, so an upgraded WebSocket is
+   * counted once, as the socket it is. The count is taken before any header is read, so it sees the peer
+   * (a reverse proxy, if there is one), never X-Forwarded-For.
    */
-  accept(conn: Duplex, address: string | undefined, request?: IncomingMessage): void {
-    const key = address ?? 'unknown';
+  admitSocket(socket: Duplex, remoteAddress: string | undefined): boolean {
+    // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; one host, one key.
+    const key = remoteAddress?.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '') ?? 'unknown';
     const open = this.openByAddress.get(key) ?? 0;
     const cap = this.options.maxConnectionsPerAddress;
     if (cap > 0 && open >= cap) {
       // debug: a host holding its cap and retrying would otherwise write a warning per attempt.
       this.log.debug({ address: key, limit: cap }, 'connection cap of one address reached');
       this.options.onRefused?.('connections_per_address');
-      conn.destroy();
-      return;
+      socket.destroy();
+      return false;
     }
     this.openByAddress.set(key, open + 1);
-    conn.once('close', () => {
+    socket.once('close', () => {
       const left = (this.openByAddress.get(key) ?? 1) - 1;
       if (left > 0) this.openByAddress.set(key, left);
       else this.openByAddress.delete(key);
     });
+    return true;
+  }
+
+  /**
+   * Hands a connection (a TCP socket admitted by admitSocket, or a WebSocket stream on an HTTP socket
+   * admitted by the HTTP server's count) to Aedes behind the packet-size guard.
+   */
+  accept(conn: Duplex, address: string | undefined, request?: IncomingMessage): void {
+    const key = address ?? 'unknown';
     guardPacketSize(conn, this.options.maxPacketBytes, () => {
       this.log.debug({ address: key, limit: this.options.maxPacketBytes }, 'MQTT packet too large; closing');
       this.options.onRefused?.('packet_too_large');
@@ -429,7 +500,7 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
 
   async listen(): Promise<number> {
     const server = net.createServer((socket) => {
-      this.accept(socket, socket.remoteAddress);
+      if (this.admitSocket(socket, socket.remoteAddress)) this.accept(socket, socket.remoteAddress);
     });
     this.tcp = server;
     await new Promise<void>((resolve, reject) => {
@@ -514,6 +585,10 @@ export default fp<BrokerOptions>(
   async (app, options) => {
     const broker = await DeviceBroker.create(options, app.log.child({ component: 'broker' }));
     app.decorate('broker', broker);
+    // Every socket of the HTTP port, counted when it opens, before it has said anything.
+    app.server.on('connection', (socket: net.Socket) => {
+      broker.admitSocket(socket, socket.remoteAddress);
+    });
 
     await app.register(websocket, {
       options: {
@@ -524,7 +599,8 @@ export default fp<BrokerOptions>(
       },
     });
     app.get('/mqtt', { websocket: true, schema: { hide: true } }, (socket, request) => {
-      // request.ip: the client behind a trusted proxy (TRUST_PROXY), not the proxy itself.
+      // Already counted as an HTTP socket. request.ip (the client behind a trusted proxy, TRUST_PROXY)
+      // keys the connect rate.
       broker.accept(createWebSocketStream(socket), request.ip, request.raw);
     });
 

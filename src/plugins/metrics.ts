@@ -29,8 +29,10 @@ const channelLabel = (channel: string) => (PROTOCOL_CHANNELS.has(channel) ? chan
 const DEVICE_EVENT_CHANNELS = [...DEVICE_PUBLISH_CHANNELS, 'ready', 'online', 'offline', 'other'];
 const DEVICE_EVENT_SET = new Set<string>(DEVICE_EVENT_CHANNELS);
 const eventLabel = (channel: string) => (DEVICE_EVENT_SET.has(channel) ? channel : 'other');
-// The `writer` label: the batched database writers (src/db/batch-writer.ts).
-const BATCH_WRITERS = ['acks', 'other'];
+// The `writer` label: the database writers that queue what devices say and retry what fails: command
+// acks, the playback log, presence transitions, telemetry samples (src/db/batch-writer.ts), and the live
+// device status the health service rewrites from memory (retried, never dropped).
+const BATCH_WRITERS = ['acks', 'playback', 'presence', 'telemetry', 'device_status', 'other'];
 const writerLabel = (writer: string) => (BATCH_WRITERS.includes(writer) ? writer : 'other');
 
 export interface TopAreaDevices {
@@ -80,6 +82,7 @@ export class Metrics {
   private readonly malformed: Counter<'channel'>;
   private readonly deviceEventFailures: Counter<'channel'>;
   private readonly connectionsRefused: Counter<'reason'>;
+  private readonly subscriptionsRefused: Counter;
   private readonly batchRetries: Counter<'writer'>;
   private readonly batchDropped: Counter<'writer'>;
   private readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
@@ -137,19 +140,24 @@ export class Metrics {
     });
     this.connectionsRefused = new Counter({
       name: 'loa_mqtt_connections_refused_total',
-      help: 'MQTT connections turned away by the broker limits (docs/broker.md), by reason.',
+      help: 'MQTT connections turned away by the broker limits (docs/broker.md), by reason; connections_per_address includes any socket of the HTTP port.',
       labelNames: ['reason'],
+      registers,
+    });
+    this.subscriptionsRefused = new Counter({
+      name: 'loa_mqtt_subscriptions_refused_total',
+      help: 'MQTT subscriptions refused to devices (any topic but their own cmd topic).',
       registers,
     });
     this.batchRetries = new Counter({
       name: 'loa_db_batch_retries_total',
-      help: 'Batched database writes that failed and were scheduled to be tried again, by writer.',
+      help: 'Queued database writes that failed and were scheduled to be tried again, by writer.',
       labelNames: ['writer'],
       registers,
     });
     this.batchDropped = new Counter({
       name: 'loa_db_batch_dropped_items_total',
-      help: 'Items of batched database writes dropped after their last attempt failed, by writer.',
+      help: 'Items of queued database writes dropped, after their last attempt failed or because the queue was full, by writer.',
       labelNames: ['writer'],
       registers,
     });
@@ -243,6 +251,10 @@ export class Metrics {
 
   mqttConnectionRefused(reason: RefusalReason): void {
     this.connectionsRefused.inc({ reason });
+  }
+
+  mqttSubscriptionRefused(): void {
+    this.subscriptionsRefused.inc();
   }
 
   batchWriteRetried(writer: string): void {

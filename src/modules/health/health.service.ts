@@ -5,13 +5,21 @@
  * writer: events from the broker update memory at once, and the database is brought up to date in batches
  * — at once (next tick) for presence, state and health changes, once per flush interval for telemetry — so
  * 10,000 devices reporting every 30 s cost one small transaction a second.
+ *
+ * A database that refuses writes (full, busy) must neither end the process nor let memory grow: the live
+ * columns are rewritten from memory (one entry per device, however long the outage), tried again after a
+ * growing back-off; presence transitions and telemetry samples are history, queued in BatchWriters that
+ * retry a failed batch a few times and hold a bounded number of items. Every failure is counted in
+ * /metrics (`loa_db_batch_retries_total` and `loa_db_batch_dropped_items_total`, by writer).
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type { HealthConfig } from '../../config.js';
+import { BatchWriter } from '../../db/batch-writer.js';
 import type { AreaRow, DeviceRow, PresenceCause } from '../../db/schema/index.js';
 import type { Clock } from '../../lib/clock.js';
 import { compareNames } from '../../lib/text.js';
 import type { OfflineCause, OnlineCause } from '../../plugins/broker.js';
+import type { Metrics } from '../../plugins/metrics.js';
 import type { DeviceState, PlaybackLogEntry, Telemetry } from '../../protocol/index.js';
 import { evaluateHealth, type HealthReason } from './health.rules.js';
 import {
@@ -36,20 +44,71 @@ const MAX_POINTS = 500;
 const SLICE = 200;
 const DAY_MS = 86_400_000;
 const iso = (d: Date | null) => d?.toISOString() ?? null;
+// The live columns' retry back-off after a failed write: doubled per failure, up to half a minute.
+const STATUS_RETRY_MS = 500;
+const STATUS_RETRY_MAX_MS = 30_000;
+
+/** The counters the health service feeds (src/plugins/metrics.ts). */
+export type HealthMetrics = Pick<Metrics, 'batchWriteRetried' | 'batchWriteDropped'>;
 
 export class HealthService {
   private readonly live = new Map<string, Live>();
   private readonly changed = new Set<string>();
-  private transitions: Transition[] = [];
-  private samples: Sample[] = [];
+  private readonly transitions: BatchWriter<Transition>;
+  private readonly samples: BatchWriter<Sample>;
   private slicing = false;
+  /** Failed writes of the live columns in a row, and when they may be tried again. */
+  private statusFailures = 0;
+  private statusRetryAt = 0;
 
   constructor(
     private readonly repo: HealthRepository,
     private readonly config: HealthConfig,
     private readonly clock: Clock,
     private readonly log: FastifyBaseLogger,
-  ) {}
+    private readonly metrics: HealthMetrics,
+  ) {
+    const none = new Map<string, LiveColumns>();
+    this.transitions = this.historyWriter('presence', 'presence transitions', (items) =>
+      repo.write(none, items, []),
+    );
+    // Samples wait for the periodic flush: one transaction a second, not one per tick.
+    this.samples = this.historyWriter(
+      'telemetry',
+      'telemetry samples',
+      (items) => repo.write(none, [], items),
+      false,
+    );
+  }
+
+  private historyWriter<T>(
+    writer: 'presence' | 'telemetry',
+    what: string,
+    apply: (items: T[]) => void,
+    flushEachTick = true,
+  ): BatchWriter<T> {
+    const log = this.log;
+    const metrics = this.metrics;
+    return new BatchWriter<T>(
+      apply,
+      (err, items) => {
+        log.error({ err, count: items.length }, `failed to store ${what}; dropped after the last attempt`);
+        metrics.batchWriteDropped(writer, items.length);
+      },
+      {
+        timers: this.clock,
+        flushEachTick,
+        maxBatch: 500,
+        onRetry: (err, items, attempt, delayMs) => {
+          log.warn({ err, count: items.length, attempt, delayMs }, `failed to store ${what}; will retry`);
+          metrics.batchWriteRetried(writer);
+        },
+        onOverflow: () => metrics.batchWriteDropped(writer, 1),
+        onOverflowWarning: (dropped) =>
+          log.warn({ dropped }, `${what} queue full while the database refuses writes; dropped`),
+      },
+    );
+  }
 
   /**
    * Loads every device and records that the ones the database still shows online are not: nothing
@@ -64,7 +123,8 @@ export class HealthService {
       if (live.online) this.setPresence(id, live, false, 'server_restart', now);
       else this.reevaluate(id, live, now);
     }
-    this.flush();
+    while (this.writeSlice(Number.POSITIVE_INFINITY, true));
+    this.transitions.flush();
   }
 
   // ---- events from the broker ----
@@ -161,9 +221,14 @@ export class HealthService {
     return removed;
   }
 
-  /** Writes everything pending at once: on shutdown, and in tests. */
+  /**
+   * Writes everything pending at once, without waiting for any back-off: at shutdown, the last chance
+   * (what fails now is dropped and counted).
+   */
   flush(): void {
-    while (this.writeSlice(Number.POSITIVE_INFINITY));
+    while (this.writeSlice(Number.POSITIVE_INFINITY, true));
+    this.transitions.drain();
+    this.samples.drain();
   }
 
   /**
@@ -172,6 +237,8 @@ export class HealthService {
    */
   flushInSlices(): void {
     if (this.slicing) return;
+    this.transitions.flush();
+    this.samples.flush();
     if (!this.writeSlice(SLICE)) return;
     this.slicing = true;
     setImmediate(() => {
@@ -180,8 +247,13 @@ export class HealthService {
     });
   }
 
-  /** Writes up to `max` devices and samples; true when more is pending. */
-  private writeSlice(max: number): boolean {
+  /**
+   * Writes the live columns of up to `max` devices; true when more is pending. After a failure it waits
+   * for its back-off, unless `now` (shutdown): retrying every tick would fill the log and burn CPU.
+   */
+  private writeSlice(max: number, now = false): boolean {
+    if (this.changed.size === 0) return false;
+    if (!now && this.clock.now().getTime() < this.statusRetryAt) return false;
     const changed = new Map<string, LiveColumns>();
     for (const id of this.changed) {
       if (changed.size >= max) break;
@@ -191,24 +263,22 @@ export class HealthService {
       const { lastHeardMs: _heard, connected: _connected, ...columns } = live;
       changed.set(id, columns);
     }
-    const transitions = this.transitions.splice(0, max);
-    const samples = this.samples.splice(0, max);
-    if (changed.size > 0 || transitions.length > 0 || samples.length > 0) {
-      try {
-        this.repo.write(changed, transitions, samples);
-      } catch (err) {
-        // Live columns are rewritten from memory next time, and transitions are history worth a retry;
-        // telemetry samples are dropped rather than let memory grow while the database refuses writes.
-        for (const id of changed.keys()) this.changed.add(id);
-        this.transitions.unshift(...transitions);
-        this.log.error(
-          { err, devices: changed.size, samplesDropped: samples.length },
-          'failed to store device status',
-        );
-        return false;
-      }
+    try {
+      this.repo.write(changed, [], []);
+    } catch (err) {
+      // Rewritten from memory once the back-off is over, with whatever changed meanwhile: nothing is
+      // lost and nothing grows but this set of ids, one per device.
+      for (const id of changed.keys()) this.changed.add(id);
+      const delayMs = Math.min(STATUS_RETRY_MS * 2 ** this.statusFailures, STATUS_RETRY_MAX_MS);
+      this.statusFailures += 1;
+      this.statusRetryAt = this.clock.now().getTime() + delayMs;
+      this.metrics.batchWriteRetried('device_status');
+      this.log.error({ err, devices: changed.size, delayMs }, 'failed to store device status; will retry');
+      return false;
     }
-    return this.changed.size > 0 || this.transitions.length > 0 || this.samples.length > 0;
+    this.statusFailures = 0;
+    this.statusRetryAt = 0;
+    return this.changed.size > 0;
   }
 
   // ---- reads ----
@@ -250,7 +320,10 @@ export class HealthService {
 
   /** The latest transitions, newest first, including those not written yet (without waiting for them). */
   transitionsOf(deviceId: string, limit = 20): Transition[] {
-    const pending = this.transitions.filter((t) => t.deviceId === deviceId).reverse();
+    const pending = this.transitions
+      .snapshot()
+      .filter((t) => t.deviceId === deviceId)
+      .reverse();
     return [...pending, ...this.repo.recentTransitions(deviceId, limit)].slice(0, limit);
   }
 
