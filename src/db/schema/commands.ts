@@ -52,7 +52,8 @@ export const commandDeliveries = sqliteTable(
   },
   (t) => [
     primaryKey({ columns: [t.commandId, t.deviceId] }),
-    index('deliveries_device_status_idx').on(t.deviceId, t.status),
+    // expires_at too: a device that reconnects reads its unexpired deliveries, done ones included.
+    index('deliveries_device_status_idx').on(t.deviceId, t.status, t.expiresAt),
     index('deliveries_status_expires_idx').on(t.status, t.expiresAt),
   ],
 );

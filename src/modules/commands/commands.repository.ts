@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, exists, gt, inArray, lte, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, exists, gt, gte, inArray, lte, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import {
   areas,
@@ -28,6 +28,23 @@ const REPLACEABLE_BY: Record<AckStatus, DeliveryStatus[]> = {
   failed: ['pending', 'received', 'expired', 'offline'],
   rejected: ['pending', 'received', 'expired', 'offline'],
 };
+
+/**
+ * A device's commands in the order they were created; the rowid breaks ties between commands created in
+ * the same millisecond (deliveries are inserted as their command is created).
+ */
+const deliverySeq = sql<number>`${commandDeliveries}.rowid`;
+
+/** A command sent to one device, with where that delivery stands. */
+export interface DeviceCommand {
+  command: CommandRow;
+  status: DeliveryStatus;
+  /** Creation order among the device's commands. */
+  seq: number;
+}
+
+/** Why a delivery is closed without being sent again after a reconnect. */
+export type ResendCloseReason = 'ended' | 'stopped' | 'replaced';
 
 /**
  * The statements on the hot paths (one row per target, per ack, per reconnect) are prepared once: building
@@ -68,20 +85,39 @@ function prepareStatements(db: Db) {
       failed: ackUpdate('failed'),
       rejected: ackUpdate('rejected'),
     } satisfies Record<AckStatus, unknown>,
-    pendingFor: db
-      .select({ command: commands })
+    resendCandidates: db
+      .select({ command: commands, status: commandDeliveries.status, seq: deliverySeq })
       .from(commandDeliveries)
       .innerJoin(commands, eq(commandDeliveries.commandId, commands.id))
       .where(
         and(
           eq(commandDeliveries.deviceId, p('deviceId')),
           // `received` too: the device may have crashed before its final ack, or the ack may have been
-          // lost; asked again, it answers with its final ack (protocol rule 2).
-          inArray(commandDeliveries.status, ['pending', 'received']),
+          // lost; asked again, it answers with its final ack (protocol rule 2). `done` for plays: one that
+          // still runs is what a rebooted device must play again.
+          inArray(commandDeliveries.status, ['pending', 'received', 'done']),
           gt(commandDeliveries.expiresAt, p('now')),
         ),
       )
-      .orderBy(asc(commands.createdAt))
+      .orderBy(asc(commands.createdAt), asc(deliverySeq))
+      .prepare(),
+    commandsSince: db
+      .select({ command: commands, status: commandDeliveries.status, seq: deliverySeq })
+      .from(commandDeliveries)
+      .innerJoin(commands, eq(commandDeliveries.commandId, commands.id))
+      .where(
+        and(
+          eq(commandDeliveries.deviceId, p('deviceId')),
+          // Every status but a refusal or a failure: a command that expired or never reached the device
+          // still counts, as the rest of the fleet carried it out (an emergency stopped while this device
+          // was away must not come back on it).
+          inArray(commandDeliveries.status, ['pending', 'received', 'done', 'expired', 'offline']),
+          // A command created at or after `since` expires after it, so this bound loses none of them and
+          // keeps the scan to the last few minutes of the device's history.
+          gte(commandDeliveries.expiresAt, p('since')),
+        ),
+      )
+      .orderBy(asc(commands.createdAt), asc(deliverySeq))
       .prepare(),
   };
 }
@@ -134,41 +170,60 @@ export class CommandsRepository {
     });
   }
 
-  /** Commands still waiting for this device's (final) answer and not yet expired, oldest first. */
-  pendingFor(deviceId: string, now: Date): CommandRow[] {
-    return this.statements.pendingFor.all({ deviceId, now: now.getTime() }).map((r) => r.command);
-  }
-
-  markSent(commandIds: readonly string[], deviceId: string, at: Date): void {
-    if (commandIds.length === 0) return;
-    this.db
-      .update(commandDeliveries)
-      .set({ sentAt: at })
-      .where(and(eq(commandDeliveries.deviceId, deviceId), inArray(commandDeliveries.commandId, commandIds)))
-      .run();
+  /**
+   * What a device that has just subscribed may have to be sent again, unexpired, oldest first: the
+   * commands it has not answered finally, and those it carried out (`done`; only plays matter there).
+   */
+  resendCandidates(deviceId: string, now: Date): DeviceCommand[] {
+    return this.statements.resendCandidates.all({ deviceId, now: now.getTime() });
   }
 
   /**
-   * Closes the deliveries of plays whose content ended before the device could be sent them again, with
-   * reason `ended`: `offline` if the play never reached the device, `expired` if it did.
+   * The device's commands created at or after `since`, oldest first, whatever became of them except a
+   * refusal or a failure: those that may have stopped or replaced a play since.
    */
-  closeEnded(commandIds: readonly string[], deviceId: string, at: Date): void {
-    if (commandIds.length === 0) return;
-    this.db
-      .update(commandDeliveries)
-      .set({
-        status: sql`CASE WHEN ${commandDeliveries.sentAt} IS NULL THEN 'offline' ELSE 'expired' END`,
-        reason: 'ended',
-        updatedAt: at,
-      })
-      .where(
-        and(
-          eq(commandDeliveries.deviceId, deviceId),
-          inArray(commandDeliveries.commandId, commandIds),
-          inArray(commandDeliveries.status, ['pending', 'received']),
-        ),
-      )
-      .run();
+  commandsSince(deviceId: string, since: Date): DeviceCommand[] {
+    return this.statements.commandsSince.all({ deviceId, since: since.getTime() });
+  }
+
+  /**
+   * Records a re-send in one transaction: when the commands went out, and the deliveries closed instead of
+   * sent, with their reason: `offline` if the command never reached the device, `expired` if it did. Only
+   * deliveries still waiting for an answer are closed, so recording late (on a retry) never undoes an ack.
+   */
+  recordResend(
+    deviceId: string,
+    at: Date,
+    sent: readonly string[],
+    closed: readonly { commandId: string; reason: ResendCloseReason }[],
+  ): void {
+    if (sent.length === 0 && closed.length === 0) return;
+    this.db.transaction((tx) => {
+      if (sent.length > 0) {
+        tx.update(commandDeliveries)
+          .set({ sentAt: at })
+          .where(and(eq(commandDeliveries.deviceId, deviceId), inArray(commandDeliveries.commandId, sent)))
+          .run();
+      }
+      for (const reason of ['ended', 'stopped', 'replaced'] as const) {
+        const ids = closed.filter((c) => c.reason === reason).map((c) => c.commandId);
+        if (ids.length === 0) continue;
+        tx.update(commandDeliveries)
+          .set({
+            status: sql`CASE WHEN ${commandDeliveries.sentAt} IS NULL THEN 'offline' ELSE 'expired' END`,
+            reason,
+            updatedAt: at,
+          })
+          .where(
+            and(
+              eq(commandDeliveries.deviceId, deviceId),
+              inArray(commandDeliveries.commandId, ids),
+              inArray(commandDeliveries.status, ['pending', 'received']),
+            ),
+          )
+          .run();
+      }
+    });
   }
 
   /**

@@ -5,12 +5,23 @@ import { AppError, forbidden, notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import { newId } from '../../lib/ids.js';
 import type { Actor } from '../../lib/scope.js';
-import type { Ack, Command, CommandType, Priority } from '../../protocol/index.js';
+import {
+  priorityRank,
+  type Ack,
+  type Command,
+  type CommandType,
+  type Priority,
+} from '../../protocol/index.js';
 import type { AreasService } from '../areas/areas.service.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { DevicesService } from '../devices/devices.service.js';
 import type { Metrics } from '../../plugins/metrics.js';
-import type { AckUpdate, CommandsRepository } from './commands.repository.js';
+import type {
+  AckUpdate,
+  CommandsRepository,
+  DeviceCommand,
+  ResendCloseReason,
+} from './commands.repository.js';
 import {
   DEFAULT_EXPIRY_S,
   type CommandDetail,
@@ -28,7 +39,7 @@ export interface CommandPublisher {
 /** The counters the commands service feeds (src/plugins/metrics.ts). */
 export type CommandMetrics = Pick<
   Metrics,
-  'commandSent' | 'ackRecorded' | 'batchWriteRetried' | 'batchWriteDropped'
+  'commandSent' | 'ackRecorded' | 'batchWriteRetried' | 'batchWriteDropped' | 'deviceEventFailed'
 >;
 
 /** Who may send what. Playing content is for those who run programming; stop and volume also for technicians. */
@@ -53,6 +64,13 @@ const ROLES_FOR_PRIORITY: Record<Priority, readonly Role[]> = {
 };
 
 const FINAL = new Set<DeliveryStatus>(['done', 'failed', 'rejected']);
+
+/**
+ * When a re-send on reconnect failed, the wait before its one retry: a few seconds, so a busy database has
+ * had time to settle, and spread over as much again, so that a province reconnecting after a power cut
+ * does not retry all at the same moment.
+ */
+export const RESEND_RETRY_MS = 5_000;
 
 /** The command as it goes on the wire (protocol.md `cmd`). */
 export function toWire(row: CommandRow): Command {
@@ -82,6 +100,73 @@ export function resendPayload(row: CommandRow, now: Date): Command | 'ended' {
   return { ...wire, params: { ...wire.params, offsetMs: position } };
 }
 
+/**
+ * Whether `later`, sent after `play`, ends it: a stop of that session or of whatever plays, or another
+ * play, at no lower priority (a device refuses lower ones while the play runs, protocol rule 4).
+ */
+function endsPlay(later: Command, play: Extract<Command, { type: 'play' }>): 'stopped' | 'replaced' | null {
+  if (priorityRank(later.priority) < priorityRank(play.priority)) return null;
+  if (later.type === 'play') return 'replaced';
+  if (later.type === 'stop') {
+    const sessionId = later.params.sessionId;
+    if (sessionId === undefined || sessionId === play.params.sessionId) return 'stopped';
+  }
+  return null;
+}
+
+export interface ResendPlan {
+  /** In the order to publish: oldest first. */
+  send: (DeviceCommand & { payload: Command })[];
+  /** Deliveries to close instead of sending; `done` ones are never among them. */
+  closed: { commandId: string; reason: ResendCloseReason }[];
+}
+
+/**
+ * What a device that has just subscribed must be sent so that it does what it should be doing now:
+ *
+ * - every unexpired command it has not answered finally (`pending`: it was away; `received`: its final
+ *   ack may be lost, and asked again it answers with it, protocol rule 2);
+ * - and its plays that still run, even those it answered `done`: a device that rebooted or lost power
+ *   plays them again from `offsetMs`, one that kept playing through a link flap answers `done` again.
+ *
+ * A play is not sent when its content has ended (resendPayload), or when a later command of at least its
+ * priority stopped or replaced it (`later`: the device's commands since, oldest first, refused and failed
+ * ones left out). A lower one does not count: the device refuses it while the play runs. Sending such a
+ * play, even oldest first with the stop behind it, would sound a stopped warning for a moment.
+ */
+export function planResend(
+  candidates: readonly DeviceCommand[],
+  later: readonly DeviceCommand[],
+  now: Date,
+): ResendPlan {
+  const plan: ResendPlan = { send: [], closed: [] };
+  const isAfter = (x: DeviceCommand, y: DeviceCommand) =>
+    x.command.createdAt.getTime() > y.command.createdAt.getTime() ||
+    (x.command.createdAt.getTime() === y.command.createdAt.getTime() && x.seq > y.seq);
+  for (const candidate of candidates) {
+    const wire = toWire(candidate.command);
+    const answered = candidate.status === 'done';
+    if (wire.type !== 'play') {
+      // A stop, volume or maintenance command carried out is not carried out again.
+      if (!answered) plan.send.push({ ...candidate, payload: wire });
+      continue;
+    }
+    // Content that has run out is `ended`, whatever came after it.
+    let payload: Command | ResendCloseReason = resendPayload(candidate.command, now);
+    for (const next of typeof payload === 'string' ? [] : later) {
+      if (next.command.id === candidate.command.id || !isAfter(next, candidate)) continue;
+      const endedBy = endsPlay(toWire(next.command), wire);
+      if (endedBy) {
+        payload = endedBy;
+        break;
+      }
+    }
+    if (typeof payload !== 'string') plan.send.push({ ...candidate, payload });
+    else if (!answered) plan.closed.push({ commandId: candidate.command.id, reason: payload });
+  }
+  return plan;
+}
+
 function summary(row: CommandRow, username: string | null): CommandSummary {
   return {
     id: row.id,
@@ -98,6 +183,8 @@ function summary(row: CommandRow, username: string | null): CommandSummary {
 
 export class CommandsService {
   private readonly ackWriter: BatchWriter<AckUpdate>;
+  /** Re-sends that failed and wait for their retry, per device. */
+  private readonly resendRetries = new Map<string, unknown>();
 
   constructor(
     private readonly repo: CommandsRepository,
@@ -124,6 +211,9 @@ export class CommandsService {
           log.warn({ err, count: acks.length, attempt, delayMs }, 'failed to store acks; will retry');
           this.metrics.batchWriteRetried('acks');
         },
+        onOverflow: () => this.metrics.batchWriteDropped('acks', 1),
+        onOverflowWarning: (dropped) =>
+          log.warn({ dropped }, 'ack queue full while the database refuses writes; acks dropped'),
       },
     );
   }
@@ -217,29 +307,75 @@ export class CommandsService {
   }
 
   /**
-   * A device has (re)subscribed to its cmd topic: send again, unexpired, every command it has not given a
-   * final answer to — those it missed while offline and those it received but whose outcome we never
-   * heard (see resendPayload for plays).
+   * A device has (re)subscribed to its cmd topic: bring it back to what it should be doing (see
+   * planResend). If the database fails (busy, full), the device would otherwise wait for its next
+   * reconnect, perhaps hours away with an emergency running: so a failed step is tried once more a little
+   * later.
    */
   deliverPending(deviceId: string): void {
+    // A newer attempt for this device replaces one still waiting.
+    this.cancelResendRetry(deviceId);
+    this.tryOrRetry(deviceId, false, (isRetry) => {
+      // Gone since the failure: its next subscription sends everything.
+      if (isRetry && !this.publisher.isReady(deviceId)) return;
+      this.resend(deviceId, isRetry);
+    });
+  }
+
+  /** Runs `step`; if it throws, logs and counts it and, unless this is the retry, runs it once more later. */
+  private tryOrRetry(deviceId: string, isRetry: boolean, step: (isRetry: boolean) => void): void {
+    try {
+      step(isRetry);
+    } catch (err) {
+      this.metrics.deviceEventFailed('ready');
+      if (isRetry) {
+        this.log.error(
+          { err, deviceId },
+          're-sending to a reconnected device failed again; it is sent everything on its next reconnect',
+        );
+        return;
+      }
+      const delayMs = RESEND_RETRY_MS * (1 + Math.random());
+      this.log.warn({ err, deviceId, delayMs }, 're-sending to a reconnected device failed; will retry');
+      const handle = this.clock.setTimeout(() => {
+        this.resendRetries.delete(deviceId);
+        this.tryOrRetry(deviceId, true, step);
+      }, delayMs);
+      this.resendRetries.set(deviceId, handle);
+    }
+  }
+
+  private cancelResendRetry(deviceId: string): void {
+    const handle = this.resendRetries.get(deviceId);
+    if (handle === undefined) return;
+    this.clock.clearTimeout(handle);
+    this.resendRetries.delete(deviceId);
+  }
+
+  private resend(deviceId: string, isRetry: boolean): void {
     // Acks still queued for the database must count, or a command just acknowledged would be re-sent.
     this.ackWriter.flush();
     const now = this.clock.now();
-    const pending = this.repo.pendingFor(deviceId, now);
-    if (pending.length === 0) return;
-    const sentTo: string[] = [];
-    const ended: string[] = [];
-    for (const row of pending) {
-      const payload = resendPayload(row, now);
-      if (payload === 'ended') {
-        ended.push(row.id);
-      } else if (this.publisher.publishCommand([deviceId], Buffer.from(JSON.stringify(payload))).length > 0) {
-        sentTo.push(row.id);
-      }
+    const candidates = this.repo.resendCandidates(deviceId, now);
+    if (candidates.length === 0) return;
+    // The history after the oldest play is needed only when there is a play to judge.
+    const firstPlay = candidates.find((c) => c.command.type === 'play');
+    const later = firstPlay ? this.repo.commandsSince(deviceId, firstPlay.command.createdAt) : [];
+    const plan = planResend(candidates, later, now);
+    if (plan.send.length === 0 && plan.closed.length === 0) return;
+    // Published before anything is written: a database that cannot write (busy, full) must not hold back
+    // an emergency. What failed to be written is written on the retry, without publishing again.
+    const sent: string[] = [];
+    for (const c of plan.send) {
+      const to = this.publisher.publishCommand([deviceId], Buffer.from(JSON.stringify(c.payload)));
+      // A `done` delivery keeps its sentAt: its round trip was measured when it was carried out.
+      if (to.length > 0 && c.status !== 'done') sent.push(c.command.id);
     }
-    this.repo.markSent(sentTo, deviceId, now);
-    this.repo.closeEnded(ended, deviceId, now);
-    this.log.info({ deviceId, commands: sentTo, ended }, 'sent pending commands to reconnected device');
+    this.log.info(
+      { deviceId, commands: plan.send.map((c) => c.command.id), closed: plan.closed },
+      'sent commands to reconnected device',
+    );
+    this.tryOrRetry(deviceId, isRetry, () => this.repo.recordResend(deviceId, now, sent, plan.closed));
   }
 
   recordAck(deviceId: string, ack: Ack): void {
@@ -260,8 +396,12 @@ export class CommandsService {
     return changed;
   }
 
-  /** At shutdown: acks waiting for a retry get one last attempt now (src/db/batch-writer.ts). */
+  /**
+   * At shutdown: acks waiting for a retry get one last attempt now (src/db/batch-writer.ts); re-sends
+   * waiting for theirs are dropped (the devices are being disconnected, and get them when they return).
+   */
   flush(): void {
+    for (const deviceId of [...this.resendRetries.keys()]) this.cancelResendRetry(deviceId);
     this.ackWriter.drain();
   }
 
