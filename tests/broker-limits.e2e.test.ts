@@ -18,7 +18,9 @@ import { MAX_CONNECT_BYTES, MAX_STRIKES_PER_CONNECTION, PacketSizeGuard } from '
 import { topics } from '../src/protocol/index.js';
 import { ADMIN_PASSWORD, createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
+import { metricValue } from './support/faults.js';
 import { closed, connectDevice, end } from './support/mqtt.js';
+import { rawSocket, socketClosed } from './support/sockets.js';
 import { waitFor } from './support/wait.js';
 
 const FLOODER = '127.0.0.2';
@@ -42,24 +44,6 @@ async function start(env: Record<string, string> = {}, clock?: ManualClock) {
   const tree = await createAreaTree(t);
   return { t, port: t.app.broker.port, hamlet: tree.hamletA.id };
 }
-
-/** A raw TCP connection from `localAddress`, open once the handshake is done. */
-async function rawSocket(port: number, localAddress = '127.0.0.1'): Promise<net.Socket> {
-  const socket = net.connect({ host: '127.0.0.1', port, localAddress });
-  sockets.push(socket);
-  socket.on('error', () => undefined);
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('close', () => reject(new Error('closed before connecting')));
-  });
-  return socket;
-}
-
-const socketClosed = (socket: net.Socket) =>
-  new Promise<void>((resolve) => {
-    if (socket.destroyed) resolve();
-    else socket.once('close', () => resolve());
-  });
 
 type Outcome = { connected: true; sessionPresent: boolean } | { connected: false; code: number | 'closed' };
 
@@ -94,11 +78,7 @@ function attempt(
   });
 }
 
-async function metric(test: Pick<TestApp, 'app'>, series: string): Promise<number> {
-  const text = await test.app.metrics.render();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return Number(line?.split(' ').pop() ?? NaN);
-}
+const metric = (test: Pick<TestApp, 'app'>, series: string) => metricValue(test.app, series);
 
 const refusedCount = (test: TestApp, reason: string) =>
   metric(test, `loa_mqtt_connections_refused_total{reason="${reason}"}`);
@@ -212,7 +192,7 @@ describe('broker limits', () => {
     // A long CONNECT timeout, so that only the size check can close the socket.
     const { t, port, hamlet } = await start({ MQTT_CONNECT_TIMEOUT_S: '120', MQTT_MAX_PACKET_KB: '256' });
     const device = await t.createDevice(hamlet);
-    const socket = await rawSocket(port);
+    const socket = await rawSocket(port, '127.0.0.1', sockets);
     const whenClosed = socketClosed(socket);
     socket.write(Buffer.concat([fixedHeader(0x10, 250 * 1024 * 1024), Buffer.alloc(64 * 1024, 0x61)]));
     await whenClosed;
@@ -225,7 +205,7 @@ describe('broker limits', () => {
   it('closes a connection whose CONNECT is 100 KB (under the packet limit), and a device still connects', async () => {
     const { t, port, hamlet } = await start({ MQTT_CONNECT_TIMEOUT_S: '120', MQTT_MAX_PACKET_KB: '256' });
     const device = await t.createDevice(hamlet);
-    const socket = await rawSocket(port);
+    const socket = await rawSocket(port, '127.0.0.1', sockets);
     const whenClosed = socketClosed(socket);
     // Before authentication: the whole 100 KB would otherwise be buffered for the parser.
     socket.write(Buffer.concat([fixedHeader(0x10, 100 * 1024), Buffer.alloc(100 * 1024, 0x61)]));
@@ -295,7 +275,7 @@ describe('broker limits', () => {
     });
     const device = await t.createDevice(hamlet);
     const idle = [];
-    for (let i = 0; i < 3; i++) idle.push(await rawSocket(port, FLOODER));
+    for (let i = 0; i < 3; i++) idle.push(await rawSocket(port, FLOODER, sockets));
 
     // A fourth connection from that address, even a real device's, is closed before any CONNACK.
     expect((await attempt(port, FLOODER, device.credentials)).outcome).toEqual({
@@ -321,7 +301,7 @@ describe('broker limits', () => {
     async () => {
       // The test's own timeout (10 s) is below Aedes' former fixed 15 s: without the setting it fails.
       const { port } = await start({ MQTT_CONNECT_TIMEOUT_S: '1' });
-      const socket = await rawSocket(port);
+      const socket = await rawSocket(port, '127.0.0.1', sockets);
       await socketClosed(socket);
     },
   );

@@ -3,23 +3,20 @@
  * /metrics, the process lives on, and the next message is handled as usual. The failure is real: a
  * trigger added through a second connection makes SQLite abort the write ("disk full").
  */
-import path from 'node:path';
-import Database from 'better-sqlite3';
 import type { MqttClient } from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { topics, type PlaybackLogEntry } from '../src/protocol/index.js';
 import { createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
+import { metricValue, RefusedWrites } from './support/faults.js';
 import { connectDevice, end } from './support/mqtt.js';
 import { waitFor } from './support/wait.js';
-
-const METRICS_TOKEN = 'metrics-token-0123456789abcdef';
 
 describe('device gateway', () => {
   let t: TestApp;
   let clock: ManualClock;
   let tree: Awaited<ReturnType<typeof createAreaTree>>;
-  let outsider: Database.Database;
+  let writes: RefusedWrites;
   const clients: MqttClient[] = [];
 
   beforeEach(async () => {
@@ -27,14 +24,13 @@ describe('device gateway', () => {
     t = await createTestApp({
       clock,
       listen: true,
-      env: { METRICS_TOKEN },
     });
     tree = await createAreaTree(t);
-    outsider = new Database(path.join(t.dataDir, 'loa.sqlite'));
+    writes = new RefusedWrites(t.dataDir);
   });
   afterEach(async () => {
     await end(...clients.splice(0));
-    outsider.close();
+    writes.close();
     await t.close();
   });
 
@@ -43,21 +39,10 @@ describe('device gateway', () => {
     clients.push(client);
     return client;
   };
-  const metric = async (series: string): Promise<number> => {
-    const res = await t.app.inject({
-      method: 'GET',
-      url: '/metrics',
-      headers: { authorization: `Bearer ${METRICS_TOKEN}` },
-    });
-    const line = res.body.split('\n').find((l) => l.startsWith(`${series} `));
-    return Number(line?.split(' ').pop() ?? NaN);
-  };
+  const metric = (series: string) => metricValue(t.app, series);
   const failures = (channel: string) => metric(`loa_device_event_failures_total{channel="${channel}"}`);
-  const refuseWrites = (table: string, operation: 'INSERT' | 'UPDATE') =>
-    outsider.exec(
-      `CREATE TRIGGER disk_full_${table} BEFORE ${operation} ON ${table} BEGIN SELECT RAISE(ABORT, 'disk full'); END`,
-    );
-  const allowWrites = (table: string) => outsider.exec(`DROP TRIGGER disk_full_${table}`);
+  const refuseWrites = (table: string, operation: 'INSERT' | 'UPDATE') => writes.refuse(table, operation);
+  const allowWrites = (table: string) => writes.allow(table);
 
   it('retries a log entry it could not store, counts the failure, and stores it once writes work again', async () => {
     const device = await t.createDevice(tree.hamletA.id, 'Cụm loa bến đò');

@@ -5,35 +5,32 @@
  * are stored. The failure is real: a trigger added through a second connection makes SQLite abort the
  * write ("disk full"); the retries run on the server's clock, which the test moves.
  */
-import path from 'node:path';
-import Database from 'better-sqlite3';
 import type { MqttClient } from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { topics, type Telemetry } from '../src/protocol/index.js';
 import { createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
+import { metricValue, RefusedWrites } from './support/faults.js';
 import { connectDevice, end } from './support/mqtt.js';
 import { waitFor } from './support/wait.js';
-
-const METRICS_TOKEN = 'metrics-token-0123456789abcdef';
 
 describe('health writes while the database refuses them', () => {
   let t: TestApp;
   let clock: ManualClock;
   let device: { id: string; credentials: { clientId: string; username: string; password: string } };
-  let outsider: Database.Database;
+  let writes: RefusedWrites;
   const clients: MqttClient[] = [];
 
   beforeEach(async () => {
     clock = new ManualClock('2026-06-01T00:00:00.000Z');
-    t = await createTestApp({ clock, listen: true, env: { METRICS_TOKEN } });
+    t = await createTestApp({ clock, listen: true });
     const tree = await createAreaTree(t);
     device = await t.createDevice(tree.hamletA.id, 'Cụm loa đầu cầu Đông');
-    outsider = new Database(path.join(t.dataDir, 'loa.sqlite'));
+    writes = new RefusedWrites(t.dataDir);
   });
   afterEach(async () => {
     await end(...clients.splice(0));
-    outsider.close();
+    writes.close();
     await t.close();
   });
 
@@ -42,22 +39,11 @@ describe('health writes while the database refuses them', () => {
     clients.push(client);
     return client;
   };
-  const metric = async (series: string): Promise<number> => {
-    const res = await t.app.inject({
-      method: 'GET',
-      url: '/metrics',
-      headers: { authorization: `Bearer ${METRICS_TOKEN}` },
-    });
-    const line = res.body.split('\n').find((l) => l.startsWith(`${series} `));
-    return Number(line?.split(' ').pop() ?? NaN);
-  };
+  const metric = (series: string) => metricValue(t.app, series);
   const retries = (writer: string) => metric(`loa_db_batch_retries_total{writer="${writer}"}`);
   const dropped = (writer: string) => metric(`loa_db_batch_dropped_items_total{writer="${writer}"}`);
-  const refuseWrites = (table: string, operation: 'INSERT' | 'UPDATE') =>
-    outsider.exec(
-      `CREATE TRIGGER disk_full_${table} BEFORE ${operation} ON ${table} BEGIN SELECT RAISE(ABORT, 'disk full'); END`,
-    );
-  const allowWrites = (table: string) => outsider.exec(`DROP TRIGGER disk_full_${table}`);
+  const refuseWrites = (table: string, operation: 'INSERT' | 'UPDATE') => writes.refuse(table, operation);
+  const allowWrites = (table: string) => writes.allow(table);
   const transitions = () =>
     t.query(
       `SELECT online, cause FROM presence_transitions WHERE device_id = '${device.id}' ORDER BY id`,

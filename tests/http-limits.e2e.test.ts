@@ -5,13 +5,14 @@
  * local address (Linux routes all of 127/8 to lo) so the server sees them as another host.
  */
 import http from 'node:http';
-import net from 'node:net';
+import type net from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { topics } from '../src/protocol/index.js';
 import { createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { connectDevice, end } from './support/mqtt.js';
+import { rawSocket, socketClosed } from './support/sockets.js';
 
 const FLOODER = '127.0.0.2';
 
@@ -33,25 +34,6 @@ async function start(env: Record<string, string>) {
   if (!address || typeof address !== 'object') throw new Error('not listening');
   return { t, httpPort: address.port, mqttPort: t.app.broker.port, hamlet: tree.hamletA.id };
 }
-
-/** A raw TCP connection from `localAddress`; resolves with it open, or null if the server closed it at once. */
-async function rawSocket(port: number, localAddress: string): Promise<net.Socket> {
-  const socket = net.connect({ host: '127.0.0.1', port, localAddress });
-  sockets.push(socket);
-  socket.on('error', () => undefined);
-  socket.resume(); // read whatever the server says (a 408), so its close is seen
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('close', () => reject(new Error('closed before connecting')));
-  });
-  return socket;
-}
-
-const socketClosed = (socket: net.Socket) =>
-  new Promise<void>((resolve) => {
-    if (socket.destroyed) resolve();
-    else socket.once('close', () => resolve());
-  });
 
 /** GET over a connection of its own (no pooling), from `localAddress`. */
 function get(port: number, path: string, localAddress = '127.0.0.1'): Promise<number> {
@@ -82,14 +64,14 @@ describe('HTTP port limits', () => {
       MQTT_CONNECT_TIMEOUT_S: '120',
     });
     const device = await t.createDevice(hamlet);
-    for (let i = 0; i < CAP; i++) await rawSocket(httpPort, FLOODER);
+    for (let i = 0; i < CAP; i++) await rawSocket(httpPort, FLOODER, sockets);
 
     // Every further socket from that address is closed at once, on either port: one counter for both.
     for (let i = 0; i < 10; i++) {
-      const socket = await rawSocket(httpPort, FLOODER).catch(() => undefined);
+      const socket = await rawSocket(httpPort, FLOODER, sockets).catch(() => undefined);
       if (socket) await socketClosed(socket);
     }
-    const mqtt = await rawSocket(mqttPort, FLOODER).catch(() => undefined);
+    const mqtt = await rawSocket(mqttPort, FLOODER, sockets).catch(() => undefined);
     if (mqtt) await socketClosed(mqtt);
     expect(await refusedCount(t, 'connections_per_address')).toBe(11);
 
@@ -107,7 +89,7 @@ describe('HTTP port limits', () => {
     clients.push(client);
     expect(t.app.broker.isOnline(device.id)).toBe(true);
     // Its one slot is taken: a second socket from the address is refused.
-    const second = await rawSocket(httpPort, '127.0.0.1').catch(() => undefined);
+    const second = await rawSocket(httpPort, '127.0.0.1', sockets).catch(() => undefined);
     if (second) await socketClosed(second);
     expect(await refusedCount(t, 'connections_per_address')).toBe(1);
   });
@@ -121,7 +103,7 @@ describe('HTTP port limits', () => {
     });
     clients.push(client);
 
-    const idle = await rawSocket(httpPort, '127.0.0.1');
+    const idle = await rawSocket(httpPort, '127.0.0.1', sockets);
     await socketClosed(idle);
 
     // A round trip over the WebSocket after the idle socket was closed: it is still served.
