@@ -56,6 +56,13 @@ describe("Fastify's own errors are problem+json", () => {
     expect(body.errors?.map((e) => e.field)).toEqual(['path.id']);
   });
 
+  it('answers a plain HTTP request to the MQTT WebSocket endpoint with 400 problem+json', async () => {
+    const res = await get('/mqtt');
+    expect(res.statusCode).toBe(400);
+    expect(problem(res).detail).toContain('MQTT over WebSocket');
+    expect(res.headers['x-request-id']).toEqual(expect.any(String));
+  });
+
   it('answers a path segment over the router limit with 414 uri_too_long', async () => {
     const res = await get(`/api/v1/areas/${'a'.repeat(5_000)}/summary`);
     expect(res.statusCode).toBe(414);

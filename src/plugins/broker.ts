@@ -13,6 +13,7 @@ import fp from 'fastify-plugin';
 import websocket from '@fastify/websocket';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { FastifyBaseLogger } from 'fastify';
+import { AppError } from '../errors.js';
 import { LogWindow } from '../lib/log-window.js';
 import { DEVICE_PUBLISH_CHANNELS, parseDeviceTopic, topics, type DeviceChannel } from '../protocol/index.js';
 
@@ -598,10 +599,22 @@ export default fp<BrokerOptions>(
         maxPayload: options.maxPacketBytes + MAX_FIXED_HEADER_BYTES,
       },
     });
-    app.get('/mqtt', { websocket: true, schema: { hide: true } }, (socket, request) => {
-      // Already counted as an HTTP socket. request.ip (the client behind a trusted proxy, TRUST_PROXY)
-      // keys the connect rate.
-      broker.accept(createWebSocketStream(socket), request.ip, request.raw);
+    app.route({
+      method: 'GET',
+      url: '/mqtt',
+      schema: { hide: true },
+      // A plain HTTP request (a browser, a probe) gets an answer from the catalogue like any other error.
+      handler: () => {
+        throw new AppError(
+          'bad_request',
+          'This is MQTT over WebSocket: connect with an MQTT client (WebSocket subprotocol "mqtt")',
+        );
+      },
+      wsHandler: (socket, request) => {
+        // Already counted as an HTTP socket. request.ip (the client behind a trusted proxy, TRUST_PROXY)
+        // keys the connect rate.
+        broker.accept(createWebSocketStream(socket), request.ip, request.raw);
+      },
     });
 
     app.addHook('onReady', async () => {
