@@ -5,18 +5,13 @@
  * misbehaving device that must not flood the log. Flooding hosts use 127.0.0.2/127.0.0.3 as their local
  * address (Linux routes all of 127/8 to lo) so the broker sees them as other hosts.
  */
-import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { Writable } from 'node:stream';
 import { MqttClient, type IClientOptions } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { buildApp } from '../src/app.js';
-import { loadConfig } from '../src/config.js';
 import { MAX_CONNECT_BYTES, MAX_STRIKES_PER_CONNECTION, PacketSizeGuard } from '../src/plugins/broker.js';
 import { topics } from '../src/protocol/index.js';
-import { ADMIN_PASSWORD, createAreaTree, createTestApp, type TestApp } from './support/app.js';
+import { createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
 import { metricValue } from './support/faults.js';
 import { closed, connectDevice, end } from './support/mqtt.js';
@@ -29,14 +24,12 @@ const OTHER_FLOODER = '127.0.0.3';
 let t: TestApp | undefined;
 const clients: MqttClient[] = [];
 const sockets: net.Socket[] = [];
-const cleanups: (() => Promise<void>)[] = [];
 
 afterEach(async () => {
   await end(...clients.splice(0));
   for (const socket of sockets.splice(0)) socket.destroy();
   await t?.close();
   t = undefined;
-  for (const cleanup of cleanups.splice(0)) await cleanup();
 });
 
 async function start(env: Record<string, string> = {}, clock?: ManualClock) {
@@ -92,8 +85,8 @@ interface LogLine {
 const WARN = 40;
 
 /**
- * An app like createTestApp's, listening, whose log lines are kept for the test to read, with one device
- * in one area; the clock is the test's.
+ * A listening test app whose log lines are kept for the test to read, with one device in one area; the
+ * clock is the test's.
  */
 async function startLogged(clock: ManualClock) {
   const lines: LogLine[] = [];
@@ -104,39 +97,10 @@ async function startLogged(clock: ManualClock) {
       callback();
     },
   });
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-test-'));
-  const config = loadConfig({
-    DATA_DIR: dataDir,
-    PORT: '0',
-    MQTT_PORT: '0',
-    HOST: '127.0.0.1',
-    ADMIN_PASSWORD,
-  });
-  const app = await buildApp({ config, clock, logger: { level: 'info', stream } });
-  cleanups.push(async () => {
-    await app.close();
-    fs.rmSync(dataDir, { recursive: true, force: true });
-  });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const post = async (url: string, body: object, token?: string) => {
-    const res = await app.inject({
-      method: 'POST',
-      url,
-      payload: body,
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-    });
-    if (res.statusCode >= 300) throw new Error(`${url}: ${res.statusCode} ${res.body}`);
-    return res.json<Record<string, unknown>>();
-  };
-  const { token } = (await post('/api/v1/auth/login', { username: 'admin', password: ADMIN_PASSWORD })) as {
-    token: string;
-  };
-  const area = await post('/api/v1/areas', { name: 'Tỉnh Quảng Trị', level: 'province' }, token);
-  const device = (await post(
-    '/api/v1/devices',
-    { name: 'Cụm loa thôn Đông', kind: 'cluster', areaId: area.id },
-    token,
-  )) as { id: string; credentials: { clientId: string; username: string; password: string } };
+  t = await createTestApp({ clock, listen: true, logger: { level: 'info', stream } });
+  const { app } = t;
+  const area = await t.createArea({ name: 'Tỉnh Quảng Trị', level: 'province' });
+  const device = await t.createDevice(area.id);
   const client = await connectDevice(`mqtt://127.0.0.1:${app.broker.port}`, device.credentials);
   clients.push(client);
   const warnings = (msg: string) => lines.filter((l) => l.level === WARN && l.msg.startsWith(msg));

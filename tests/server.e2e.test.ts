@@ -21,15 +21,8 @@ describe('server process', () => {
     for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('refuses to start on a bad variable, naming it', async () => {
-    const server = startServer({ PORT: 'three thousand', LOG_LEVEL: 'chatty' });
-    children.push(server.child);
-    expect(await server.exited).toBe(1);
-    expect(server.output()).toMatch(/PORT/);
-    expect(server.output()).toMatch(/LOG_LEVEL/);
-  });
-
-  it('serves, then shuts down gracefully on SIGTERM', async () => {
+  /** The server on free ports with a fresh data directory; `env` adds or overrides variables. */
+  const serve = async (env: Record<string, string> = {}) => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-server-'));
     dirs.push(dataDir);
     const [port, mqttPort] = [await freePort(), await freePort()];
@@ -40,8 +33,22 @@ describe('server process', () => {
       DATA_DIR: dataDir,
       ADMIN_PASSWORD: 'server-test-password',
       LOG_LEVEL: 'info',
+      ...env,
     });
     children.push(server.child);
+    return { server, port, mqttPort, dataDir };
+  };
+
+  it('refuses to start on a bad variable, naming it', async () => {
+    const server = startServer({ PORT: 'three thousand', LOG_LEVEL: 'chatty' });
+    children.push(server.child);
+    expect(await server.exited).toBe(1);
+    expect(server.output()).toMatch(/PORT/);
+    expect(server.output()).toMatch(/LOG_LEVEL/);
+  });
+
+  it('serves, then shuts down gracefully on SIGTERM', async () => {
+    const { server, port, mqttPort, dataDir } = await serve();
     const api = `http://127.0.0.1:${port}`;
     await waitFor(async () => (await fetch(`${api}/healthz`)).ok, 'server up', 30_000);
 
@@ -89,19 +96,7 @@ describe('server process', () => {
   });
 
   it('cuts a request still in flight so that shutdown ends cleanly within SHUTDOWN_TIMEOUT_S', async () => {
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-server-'));
-    dirs.push(dataDir);
-    const [port, mqttPort] = [await freePort(), await freePort()];
-    const server = startServer({
-      PORT: String(port),
-      MQTT_PORT: String(mqttPort),
-      HOST: '127.0.0.1',
-      DATA_DIR: dataDir,
-      ADMIN_PASSWORD: 'server-test-password',
-      LOG_LEVEL: 'info',
-      SHUTDOWN_TIMEOUT_S: '4',
-    });
-    children.push(server.child);
+    const { server, port, dataDir } = await serve({ SHUTDOWN_TIMEOUT_S: '4' });
     await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 'server ready', 30_000);
 
     // A client that announced a body and stalled: Fastify's close waits for it.
@@ -131,18 +126,9 @@ describe('server process', () => {
   });
 
   it('the Docker HEALTHCHECK asks the interface HOST names, and fails when nothing answers', async () => {
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-server-'));
-    dirs.push(dataDir);
-    const [port, mqttPort] = [await freePort(), await freePort()];
     // One interface other than 127.0.0.1 (all of 127.0.0.0/8 is loopback on Linux).
+    const { port } = await serve({ HOST: '127.0.0.2' });
     const env = { HOST: '127.0.0.2', PORT: String(port) };
-    const server = startServer({
-      ...env,
-      MQTT_PORT: String(mqttPort),
-      DATA_DIR: dataDir,
-      ADMIN_PASSWORD: 'server-test-password',
-    });
-    children.push(server.child);
     await waitFor(async () => (await fetch(`http://127.0.0.2:${port}/readyz`)).ok, 'server ready', 30_000);
 
     const healthcheck = (vars: Record<string, string>) => {

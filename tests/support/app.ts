@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
-import { buildApp } from '../../src/app.js';
+import { buildApp, type AppOptions } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { Clock } from '../../src/lib/clock.js';
 
@@ -44,7 +44,13 @@ export interface TestApp {
 let userCounter = 0;
 
 export async function createTestApp(
-  options: { clock?: Clock; env?: Record<string, string>; listen?: boolean } = {},
+  options: {
+    clock?: Clock;
+    env?: Record<string, string>;
+    listen?: boolean;
+    /** Where log lines go, for tests that read them (default: LOG_LEVEL silent). */
+    logger?: AppOptions['logger'];
+  } = {},
 ): Promise<TestApp> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loa-test-'));
   const config = loadConfig({
@@ -56,7 +62,11 @@ export async function createTestApp(
     LOG_LEVEL: 'silent',
     ...options.env,
   });
-  const app = await buildApp({ config, ...(options.clock ? { clock: options.clock } : {}) });
+  const app = await buildApp({
+    config,
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
   if (options.listen) await app.listen({ host: '127.0.0.1', port: 0 });
   else await app.ready();
 
