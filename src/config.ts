@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 
+const MP3_BITRATES = [32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
 const port = z.coerce.number().int().min(0).max(65_535);
 // Never z.coerce.boolean(): it turns the string "false" into true.
 const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
@@ -91,6 +92,27 @@ const envSchema = z.object({
   ALERT_DEGRADED_AFTER_S: z.coerce.number().int().min(0).default(1800),
   ALERT_WEBHOOK_URL: z.url().optional(),
   ALERT_WEBHOOK_ATTEMPTS: z.coerce.number().int().min(1).max(20).default(6),
+  // Media and programmes (docs/programmes.md)
+  MEDIA_MAX_MB: z.coerce.number().int().min(1).max(4096).default(200),
+  MEDIA_MAX_DURATION_S: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 3600)
+    .default(7200),
+  // The constant bitrates an MP3 encoder offers at 44.1 kHz mono.
+  MEDIA_BITRATE_KBPS: z.coerce
+    .number()
+    .int()
+    .refine((v) => MP3_BITRATES.includes(v), `must be one of ${MP3_BITRATES.join(', ')}`)
+    .default(64),
+  // EBU R128 integrated loudness; loudnorm accepts -70 to -5.
+  MEDIA_LOUDNESS_LUFS: z.coerce.number().min(-70).max(-5).default(-16),
+  MEDIA_URL_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  FFMPEG_PATH: z.string().min(1).optional(),
+  FFPROBE_PATH: z.string().min(1).optional(),
+  ESPEAK_NG_PATH: z.string().min(1).optional(),
+  TTS_COMMAND: z.string().min(1).optional(),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -121,12 +143,34 @@ export interface Config {
   /** A graceful shutdown that takes longer than this is cut short (exit 1). */
   shutdownTimeoutMs: number;
   health: HealthConfig;
+  media: MediaConfig;
+  tts: {
+    /** An operator's own engine: a command template reading text on stdin and writing WAV (docs/programmes.md). */
+    command: string | undefined;
+    /** eSpeak NG binary to use instead of looking for Debian's; the bundled WebAssembly build otherwise. */
+    espeakPath: string | undefined;
+  };
   alerts: {
     offlineAfterMs: number;
     degradedAfterMs: number;
     webhookUrl: string | undefined;
     webhookAttempts: number;
   };
+}
+
+export interface MediaConfig {
+  /** DATA_DIR/media: content-addressed files and the upload temporary folder. */
+  dir: string;
+  maxUploadBytes: number;
+  maxDurationMs: number;
+  /** The device format: MP3, mono, 44.1 kHz, this constant bitrate, normalised to loudnessLufs. */
+  bitrateKbps: number;
+  loudnessLufs: number;
+  /** HMAC key of device download URLs; null: a random one kept in DATA_DIR/media-url.secret. */
+  urlSecret: string | undefined;
+  /** Explicit binaries; unset: the ones shipped by @ffmpeg-installer / @ffprobe-installer. */
+  ffmpegPath: string | undefined;
+  ffprobePath: string | undefined;
 }
 
 export interface HealthConfig {
@@ -196,6 +240,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         playbackFailures: e.HEALTH_PLAYBACK_FAILURES,
       },
     },
+    media: {
+      dir: path.join(dataDir, 'media'),
+      maxUploadBytes: e.MEDIA_MAX_MB * 1024 * 1024,
+      maxDurationMs: e.MEDIA_MAX_DURATION_S * 1000,
+      bitrateKbps: e.MEDIA_BITRATE_KBPS,
+      loudnessLufs: e.MEDIA_LOUDNESS_LUFS,
+      urlSecret: e.MEDIA_URL_SECRET,
+      ffmpegPath: e.FFMPEG_PATH,
+      ffprobePath: e.FFPROBE_PATH,
+    },
+    tts: { command: e.TTS_COMMAND, espeakPath: e.ESPEAK_NG_PATH },
     alerts: {
       offlineAfterMs: e.ALERT_OFFLINE_AFTER_S * 1000,
       degradedAfterMs: e.ALERT_DEGRADED_AFTER_S * 1000,

@@ -8,7 +8,7 @@ const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
  * what kind of thing an id names. Device ids are 24 characters, longer than MQTT 3.1.1's 23-character
  * guarantee, so the broker is configured to accept them (maxClientsIdLength).
  */
-export function newId(prefix: 'ar' | 'usr' | 'dev' | 'cmd' | 'ses'): string {
+export function newId(prefix: 'ar' | 'usr' | 'dev' | 'cmd' | 'ses' | 'med' | 'prg' | 'rev'): string {
   const bytes = randomBytes(20);
   let out = `${prefix}_`;
   for (const b of bytes) out += ALPHABET[b & 31];

@@ -27,8 +27,14 @@ export const commands = sqliteTable(
     createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
     expiresAt: integer('expires_at', { mode: 'timestamp_ms' }).notNull(),
     targetCount: integer('target_count').notNull(),
+    /**
+     * The programme and revision a play airs (source.kind = "programme"); no foreign key, programmes are
+     * only ever soft-deleted and the record of what aired must stay.
+     */
+    programmeId: text('programme_id'),
+    programmeRevisionId: text('programme_revision_id'),
   },
-  (t) => [index('commands_created_idx').on(t.createdAt)],
+  (t) => [index('commands_created_idx').on(t.createdAt), index('commands_programme_idx').on(t.programmeId)],
 );
 
 /**

@@ -4,3 +4,4 @@ export * from './devices.js';
 export * from './commands.js';
 export * from './audit.js';
 export * from './health.js';
+export * from './programmes.js';

@@ -2,7 +2,12 @@ import { sql } from 'drizzle-orm';
 import { sqliteTable, text, integer, index, check } from 'drizzle-orm/sqlite-core';
 import { areas } from './areas.js';
 
-export const ROLES = ['admin', 'district_operator', 'broadcaster', 'technician'] as const;
+/**
+ * admin: everything everywhere. district_operator: district staff (emergencies, approval). broadcaster:
+ * a commune's announcer. technician: station health and maintenance. approver: the commune leader who
+ * signs off what airs (approves programmes, sends nothing).
+ */
+export const ROLES = ['admin', 'district_operator', 'broadcaster', 'technician', 'approver'] as const;
 export type Role = (typeof ROLES)[number];
 
 export const users = sqliteTable(
@@ -24,7 +29,10 @@ export const users = sqliteTable(
     // The database itself refuses what the services already refuse, so no code path (or a later
     // migration) can store a user who would act nowhere or with an unknown role. Column names unqualified:
     // drizzle-kit builds the table under a temporary name and renames it.
-    check('users_role_check', sql`"role" IN ('admin', 'district_operator', 'broadcaster', 'technician')`),
+    check(
+      'users_role_check',
+      sql`"role" IN ('admin', 'district_operator', 'broadcaster', 'technician', 'approver')`,
+    ),
     check('users_area_check', sql`"role" = 'admin' OR "area_id" IS NOT NULL`),
   ],
 );

@@ -240,6 +240,8 @@ export class CommandsService {
       createdAt: now,
       expiresAt,
       targetCount: targetIds.length,
+      programmeId: null,
+      programmeRevisionId: null,
     };
     // Everything from here to the publish is synchronous, so a device cannot become ready in between:
     // one that is ready now is sent the command below, any other gets it from deliverPending() later.
