@@ -43,6 +43,21 @@ import healthRoutes from './modules/health/health.routes.js';
 import { HealthService } from './modules/health/health.service.js';
 import { PlaybackRepository } from './modules/playback/playback.repository.js';
 import { PlaybackService } from './modules/playback/playback.service.js';
+import { Audio } from './media/audio.js';
+import { DownloadLinks, listeningBaseUrl, loadUrlSecret } from './media/links.js';
+import { MediaStore } from './media/store.js';
+import { resolveAudioTools } from './media/tools.js';
+import { MediaRepository } from './modules/media/media.repository.js';
+import mediaRoutes, { deviceDownloadRoutes } from './modules/media/media.routes.js';
+import { MediaService } from './modules/media/media.service.js';
+import { resolveSpeechEngine } from './modules/tts/engines.js';
+import { TtsRepository } from './modules/tts/tts.repository.js';
+import ttsRoutes from './modules/tts/tts.routes.js';
+import { TtsService } from './modules/tts/tts.service.js';
+import { ProgrammesRepository } from './modules/programmes/programmes.repository.js';
+import programmesRoutes from './modules/programmes/programmes.routes.js';
+import { ProgrammesService } from './modules/programmes/programmes.service.js';
+import { relayProber } from './modules/programmes/relay-probe.js';
 import { UsersRepository } from './modules/users/users.repository.js';
 import usersRoutes from './modules/users/users.routes.js';
 import { UsersService } from './modules/users/users.service.js';
@@ -57,6 +72,9 @@ export interface Services {
   alerts: AlertsService;
   commands: CommandsService;
   playback: PlaybackService;
+  media: MediaService;
+  tts: TtsService;
+  programmes: ProgrammesService;
 }
 
 declare module 'fastify' {
@@ -171,6 +189,54 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     (id) => health.forget(id),
     clock,
   );
+  // ffmpeg/ffprobe are checked now: a server that cannot process audio says so at start-up.
+  const audioTools = await resolveAudioTools(config.media);
+  app.log.info(
+    {
+      ffmpeg: audioTools.ffmpeg,
+      ffmpegVersion: audioTools.ffmpegVersion,
+      ffprobe: audioTools.ffprobe,
+      ffprobeVersion: audioTools.ffprobeVersion,
+      source: audioTools.source,
+    },
+    'audio tools',
+  );
+  // Device download links need an address devices can reach; without PUBLIC_URL, the listening one.
+  const publicUrl = config.http.publicUrl?.replace(/\/+$/, '');
+  let listeningUrl: string | undefined;
+  app.addHook('onListen', async () => {
+    if (publicUrl || listeningUrl) return;
+    listeningUrl = listeningBaseUrl(app.server.address(), config.http.port);
+    app.log.warn(
+      { downloadBase: listeningUrl },
+      'PUBLIC_URL is unset: device download links use the listening address, which devices on a 4G link may ' +
+        'not reach. Set PUBLIC_URL to the address devices use.',
+    );
+  });
+  const media = new MediaService(
+    new MediaRepository(app.db),
+    areas,
+    audit,
+    new MediaStore(config.media.dir),
+    new DownloadLinks(
+      loadUrlSecret(config.media.urlSecret, config.dataDir),
+      () => publicUrl ?? listeningUrl ?? listeningBaseUrl(app.server.address(), config.http.port),
+      clock,
+    ),
+    new Audio(audioTools, config.media),
+    config.media,
+    clock,
+    app.log.child({ module: 'media' }),
+  );
+  // TTS_COMMAND, else Debian's espeak-ng, else the WebAssembly build shipped in node_modules.
+  const tts = new TtsService(
+    new TtsRepository(app.db),
+    audit,
+    await resolveSpeechEngine({ command: config.tts.command, espeakPath: config.tts.espeakPath }),
+    clock,
+    { audio: media.audio },
+  );
+  app.log.info(tts.engineInfo, 'text-to-speech engine');
   const services: Services = {
     audit,
     areas,
@@ -217,6 +283,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       app.metrics,
       clock,
       app.log.child({ module: 'commands' }),
+      // Bound late, like the broker's authenticate: programmes and commands each need the other.
+      (actor, programmeId, validUntil) => services.programmes.playSource(actor, programmeId, validUntil),
     ),
     playback: new PlaybackService(repos.playback, clock, {
       metrics: app.metrics,
@@ -224,6 +292,18 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       onStored: (deviceId, entry) => health.recordPlayback(deviceId, entry),
       timers: clock,
     }),
+    media,
+    tts,
+    programmes: new ProgrammesService(
+      new ProgrammesRepository(app.db),
+      areas,
+      media,
+      tts,
+      relayProber({ now: () => clock.now() }),
+      { hasLivePlay: (programmeId) => services.commands.hasLivePlay(programmeId) },
+      audit,
+      clock,
+    ),
   };
   app.decorate('services', services);
 
@@ -260,6 +340,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     );
     jobs.every('prune telemetry', 3_600_000, () => services.health.pruneTelemetry());
     jobs.every('evaluate alerts', 10_000, () => services.alerts.evaluate(services.health.devices));
+    // Files nothing names any more; once now, then hourly (errors are logged, the next run tries again).
+    const cleanMedia = () =>
+      void services.media.cleanup().catch((err: unknown) => app.log.error({ err }, 'media clean-up failed'));
+    cleanMedia();
+    jobs.every('clean media store', 3_600_000, cleanMedia);
   });
   app.addHook('onClose', async () => {
     jobs.stop();
@@ -268,6 +353,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   await app.register(openapiPlugin, { publicUrl: config.http.publicUrl });
   await app.register(systemRoutes);
+  // Outside /api/v1 and its token check: the signature in the URL is what authorises a device download.
+  await app.register(deviceDownloadRoutes);
   await app.register(
     async (api) => {
       await api.register(authPlugin, { authenticate: (token) => services.auth.authenticate(token) });
@@ -279,6 +366,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       await api.register(healthRoutes);
       await api.register(alertsRoutes);
       await api.register(auditRoutes);
+      await api.register(mediaRoutes);
+      await api.register(programmesRoutes);
+      await api.register(ttsRoutes);
     },
     { prefix: '/api/v1' },
   );

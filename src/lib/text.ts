@@ -109,3 +109,18 @@ export function sortKey(name: string): string {
   }
   return [primary.join(''), secondary.join(''), tertiary.join(''), name].join(SEPARATOR);
 }
+
+/**
+ * Text folded for search: lower case, tone and letter marks removed, đ → d, runs of space collapsed. A
+ * query folded the same way matches a title whether or not either was typed with tone marks
+ * ("tiem phong" finds "Tiêm phòng"). Stored in `title_search` columns and compared with LIKE.
+ */
+export function foldForSearch(text: string): string {
+  return text
+    .normalize('NFD')
+    .replace(/\p{M}/gu, '')
+    .replace(/[đĐ]/g, 'd')
+    .toLowerCase()
+    .replace(/\s+/g, ' ')
+    .trim();
+}

@@ -1,6 +1,6 @@
 import { count, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
-import { areas, devices, users, type AreaRow } from '../../db/schema/index.js';
+import { areas, devices, media, programmes, users, type AreaRow } from '../../db/schema/index.js';
 import { inSubtree } from '../../lib/scope.js';
 
 export class AreasRepository {
@@ -30,12 +30,21 @@ export class AreasRepository {
   }
 
   /** What still hangs off an area; deleting it would orphan these. */
-  dependents(id: string): { children: number; devices: number; users: number } {
+  dependents(id: string): {
+    children: number;
+    devices: number;
+    users: number;
+    programmes: number;
+    media: number;
+  } {
     const one = (q: { c: number } | undefined) => q?.c ?? 0;
     return {
       children: one(this.db.select({ c: count() }).from(areas).where(eq(areas.parentId, id)).get()),
       devices: one(this.db.select({ c: count() }).from(devices).where(eq(devices.areaId, id)).get()),
       users: one(this.db.select({ c: count() }).from(users).where(eq(users.areaId, id)).get()),
+      // Deleted programmes too: they are kept for the record of what aired, and still name the area.
+      programmes: one(this.db.select({ c: count() }).from(programmes).where(eq(programmes.areaId, id)).get()),
+      media: one(this.db.select({ c: count() }).from(media).where(eq(media.areaId, id)).get()),
     };
   }
 

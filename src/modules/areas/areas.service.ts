@@ -164,10 +164,11 @@ export class AreasService {
   delete(actor: Actor, id: string): void {
     const area = this.requireOwnedBelow(actor, id);
     const deps = this.repo.dependents(id);
-    if (deps.children + deps.devices + deps.users > 0) {
+    if (deps.children + deps.devices + deps.users + deps.programmes + deps.media > 0) {
       throw new AppError(
         'area_not_empty',
-        `"${area.name}" still has ${deps.children} sub-area(s), ${deps.devices} device(s) and ${deps.users} user(s)`,
+        `"${area.name}" still has ${deps.children} sub-area(s), ${deps.devices} device(s), ${deps.users} user(s), ` +
+          `${deps.programmes} programme(s) and ${deps.media} media item(s)`,
       );
     }
     this.repo.delete(id);

@@ -23,6 +23,17 @@ export type AuditAction =
   | 'device.delete'
   | 'device.credentials_rotated'
   | 'command.create'
+  | 'media.upload'
+  | 'media.delete'
+  | 'programme.create'
+  | 'programme.update'
+  | 'programme.submit'
+  | 'programme.approve'
+  | 'programme.reject'
+  | 'programme.delete'
+  | 'area.jingles_update'
+  | 'tts.abbreviation_set'
+  | 'tts.abbreviation_delete'
   | 'alert.acknowledged';
 
 export class AuditService {

@@ -246,6 +246,17 @@ export class CommandsRepository {
       .run().changes;
   }
 
+  /** True when a command naming the programme has not expired at `now`. */
+  hasLivePlay(programmeId: string, now: Date): boolean {
+    const row = this.db
+      .select({ one: sql<number>`1` })
+      .from(commands)
+      .where(and(eq(commands.programmeId, programmeId), gt(commands.expiresAt, now)))
+      .limit(1)
+      .get();
+    return row !== undefined;
+  }
+
   findById(id: string): { command: CommandRow; username: string | null } | undefined {
     return this.db
       .select({ command: commands, username: users.username })

@@ -1,6 +1,11 @@
 import { z } from 'zod';
 import { DELIVERY_STATUSES } from '../../db/schema/index.js';
-import { identifyParamsSchema, playSourceSchema, prioritySchema } from '../../protocol/index.js';
+import {
+  identifyParamsSchema,
+  mediaSourceSchema,
+  prioritySchema,
+  streamSourceSchema,
+} from '../../protocol/index.js';
 
 const id = z.string().min(1).max(64);
 const volumeLevel = z.number().int().min(0).max(100);
@@ -14,6 +19,22 @@ export const DEFAULT_EXPIRY_S = {
   ping: 60,
   identify: 60,
 } as const;
+
+/**
+ * An approved programme, by id: the server fills in the device source (a signed download link to its
+ * rendered file, or its relay's stream). API only: devices never see this kind (src/protocol stays as is).
+ */
+export const programmeSourceSchema = z.object({
+  kind: z.literal('programme'),
+  programmeId: id,
+});
+
+/** What a play may name: a programme, or (admins, tests) an explicit media file or stream. */
+const apiPlaySourceSchema = z.discriminatedUnion('kind', [
+  programmeSourceSchema,
+  mediaSourceSchema,
+  streamSourceSchema,
+]);
 
 const targetsSchema = z
   .object({
@@ -49,7 +70,7 @@ export const createCommandSchema = z.discriminatedUnion('type', [
     ...common,
     type: z.literal('play'),
     params: z.object({
-      source: playSourceSchema,
+      source: apiPlaySourceSchema,
       offsetMs: z.number().int().min(0).optional(),
       volume: volumeLevel.optional(),
       repeat: z.number().int().min(1).max(100).optional(),

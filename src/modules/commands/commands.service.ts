@@ -5,11 +5,13 @@ import { AppError, forbidden, notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import { newId } from '../../lib/ids.js';
 import type { Actor } from '../../lib/scope.js';
+import { LINK_MARGIN_MS } from '../../media/links.js';
 import {
   priorityRank,
   type Ack,
   type Command,
   type CommandType,
+  type PlaySource,
   type Priority,
 } from '../../protocol/index.js';
 import type { AreasService } from '../areas/areas.service.js';
@@ -35,6 +37,17 @@ export interface CommandPublisher {
   /** Publishes to each ready device; returns the ids it went to. */
   publishCommand(deviceIds: Iterable<string>, payload: Buffer): string[];
 }
+
+/**
+ * Turns `source.kind = "programme"` into what devices play (src/modules/programmes): the approved revision's
+ * rendered file behind a download link valid until `validUntil`, or its relay's stream. Throws not_found for
+ * a programme the actor cannot see and not_approved for one never approved.
+ */
+export type ProgrammeSourceResolver = (
+  actor: Actor,
+  programmeId: string,
+  validUntil: Date,
+) => { source: PlaySource; programmeId: string; revisionId: string };
 
 /** The counters the commands service feeds (src/plugins/metrics.ts). */
 export type CommandMetrics = Pick<
@@ -195,6 +208,7 @@ export class CommandsService {
     private readonly metrics: CommandMetrics,
     private readonly clock: Clock,
     private readonly log: FastifyBaseLogger,
+    private readonly programmes: ProgrammeSourceResolver | null = null,
   ) {
     this.ackWriter = new BatchWriter(
       (acks) => {
@@ -230,7 +244,26 @@ export class CommandsService {
     const now = this.clock.now();
     const expiresAt = new Date(now.getTime() + (input.expiresInS ?? DEFAULT_EXPIRY_S[input.type]) * 1000);
     // The server names the playback session so that a later stop can address exactly this broadcast.
-    const params = input.type === 'play' ? { sessionId: newId('ses'), ...input.params } : input.params;
+    let params: CommandRow['params'] = input.params;
+    let programme: { programmeId: string; revisionId: string } | null = null;
+    if (input.type === 'play') {
+      const { source: given, ...rest } = input.params;
+      let source: PlaySource;
+      if (given.kind === 'programme') {
+        if (!this.programmes) throw new Error('no programme resolver is wired into CommandsService');
+        // The link outlives the command a little, so a device that starts late can still finish downloading.
+        const resolved = this.programmes(
+          actor,
+          given.programmeId,
+          new Date(expiresAt.getTime() + LINK_MARGIN_MS),
+        );
+        source = resolved.source;
+        programme = { programmeId: resolved.programmeId, revisionId: resolved.revisionId };
+      } else {
+        source = given;
+      }
+      params = { sessionId: newId('ses'), ...rest, source };
+    }
     const row: CommandRow = {
       id: newId('cmd'),
       type: input.type,
@@ -240,8 +273,8 @@ export class CommandsService {
       createdAt: now,
       expiresAt,
       targetCount: targetIds.length,
-      programmeId: null,
-      programmeRevisionId: null,
+      programmeId: programme?.programmeId ?? null,
+      programmeRevisionId: programme?.revisionId ?? null,
     };
     // Everything from here to the publish is synchronous, so a device cannot become ready in between:
     // one that is ready now is sent the command below, any other gets it from deliverPending() later.
@@ -388,6 +421,11 @@ export class CommandsService {
       reason: ack.reason ?? null,
       at: this.clock.now(),
     });
+  }
+
+  /** Whether a command that has not expired yet plays the programme (it cannot be deleted meanwhile). */
+  hasLivePlay(programmeId: string): boolean {
+    return this.repo.hasLivePlay(programmeId, this.clock.now());
   }
 
   /** Marks deliveries whose command expired without a final answer; runs on a timer. */

@@ -1,0 +1,92 @@
+/**
+ * Probes a relay's stream once when it is saved. The answer is a warning for the editor, never a refusal:
+ * a station may only be on air at broadcast time, and the server's network is not the devices' network.
+ *
+ * Only the status line and headers are read; the body of a live stream never ends, so it is cancelled at
+ * once. Redirects are followed (stations move their streams behind redirecting links).
+ */
+import type { RelayProbe } from './programmes.schemas.js';
+
+export type RelayProber = (url: string) => Promise<RelayProbe>;
+
+export const PROBE_TIMEOUT_MS = 3_000;
+
+/** Content types of what devices can relay: audio, Ogg, and HLS playlists. */
+const STREAM_TYPES = [
+  /^audio\//,
+  /^application\/ogg\b/,
+  /^application\/(vnd\.apple\.mpegurl|x-mpegurl)\b/,
+  /^video\/mp2t\b/,
+];
+
+export function isStreamContentType(contentType: string | null): boolean {
+  if (contentType === null) return false;
+  const type = contentType.toLowerCase();
+  return STREAM_TYPES.some((re) => re.test(type));
+}
+
+/** Why a request failed, in words for the editor: undici puts the system error in `cause`. */
+function describe(err: unknown, timeoutMs: number): string {
+  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (e.name === 'TimeoutError' || e.name === 'AbortError') return `no answer within ${timeoutMs / 1000} s`;
+  const code = e.cause?.code;
+  const known: Record<string, string> = {
+    ECONNREFUSED: 'connection refused',
+    ENOTFOUND: 'host name not found',
+    EAI_AGAIN: 'host name could not be resolved',
+    ECONNRESET: 'connection reset',
+    EHOSTUNREACH: 'host unreachable',
+    ENETUNREACH: 'network unreachable',
+  };
+  if (code && known[code]) return known[code];
+  // Old SHOUTcast servers answer "ICY 200 OK", which is not HTTP.
+  if (code === 'HPE_INVALID_CONSTANT') return 'the answer is not HTTP (an old SHOUTcast server?)';
+  return (e.cause?.message ?? e.message ?? 'request failed').slice(0, 200);
+}
+
+export function relayProber(options: { now: () => Date; timeoutMs?: number }): RelayProber {
+  const timeoutMs = options.timeoutMs ?? PROBE_TIMEOUT_MS;
+  return async (url) => {
+    const checkedAt = options.now().toISOString();
+    try {
+      const res = await fetch(url, {
+        method: 'GET',
+        redirect: 'follow',
+        signal: AbortSignal.timeout(timeoutMs),
+        // No ICY metadata interleaved in the stream: only the headers matter here.
+        headers: { 'icy-metadata': '0', 'user-agent': 'Loa relay probe' },
+      });
+      // Never read a live stream to its end.
+      await res.body?.cancel().catch(() => undefined);
+      return {
+        reachable: res.ok,
+        status: res.status,
+        contentType: res.headers.get('content-type'),
+        checkedAt,
+        ...(res.ok ? {} : { error: `the server answered HTTP ${res.status}` }),
+      };
+    } catch (err) {
+      return {
+        reachable: false,
+        status: null,
+        contentType: null,
+        checkedAt,
+        error: describe(err, timeoutMs),
+      };
+    }
+  };
+}
+
+/** The probe as sentences for the editor; empty when the stream looked fine. */
+export function probeWarnings(probe: RelayProbe | null): string[] {
+  if (!probe) return [];
+  if (!probe.reachable) {
+    return [
+      `The stream did not answer when it was saved (${probe.error ?? 'unreachable'}); check it before airing`,
+    ];
+  }
+  if (!isStreamContentType(probe.contentType)) {
+    return [`The stream answered with content type ${probe.contentType ?? '(none)'}, which is not audio`];
+  }
+  return [];
+}
