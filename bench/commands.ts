@@ -96,6 +96,8 @@ const FLEET_OPTIONS = {
   keepaliveS: 120,
   connectConcurrency: 200,
   connectTimeoutMs: 120_000,
+  // The announcement URL is a placeholder: this bench measures command delivery, not downloads.
+  noDownload: true,
 } satisfies Omit<FleetOptions, 'mqttUrl'>;
 
 interface Options {

@@ -48,6 +48,8 @@ describe('devices obey the API', () => {
   ) {
     const created = await t.createDevice(areaId, name);
     const sim = new SimDevice({
+      // Placeholder media URLs: this file tests the protocol; firmware-sim-download.test.ts downloads.
+      noDownload: true,
       id: created.id,
       password: created.credentials.password,
       mqttUrl,
@@ -207,6 +209,7 @@ describe('devices obey the API', () => {
     const address = t.app.server.address();
     const port = typeof address === 'object' && address ? address.port : 0;
     const sim = new SimDevice({
+      noDownload: true,
       id: created.id,
       password: created.credentials.password,
       mqttUrl: `ws://127.0.0.1:${port}/mqtt`,

@@ -110,6 +110,8 @@ const send = (deviceId: string, cmd: object) =>
 
 async function startDevice(options: Partial<SimDeviceOptions> = {}) {
   const device = new SimDevice({
+    // Placeholder media URLs: this file tests the protocol; firmware-sim-download.test.ts downloads.
+    noDownload: true,
     id: nextId('dev'),
     password: 'secret',
     mqttUrl: url,
@@ -317,6 +319,7 @@ describe('reconnect back-off', () => {
   it('doubles the wait after each refused connect up to the cap, then connects', async () => {
     refuse(4);
     const device = new SimDevice({
+      noDownload: true,
       id: nextId('dev'),
       password: 'secret',
       mqttUrl: url,
@@ -338,7 +341,13 @@ describe('reconnect back-off', () => {
   it('starts again from the base after a stable connection, not after one that dropped at once', async () => {
     refuse(2);
     const options = { reconnectBaseMs: 10, reconnectMaxMs: 1_000, random: () => 1 };
-    const flaky = new SimDevice({ id: nextId('dev'), password: 's', mqttUrl: url, ...options });
+    const flaky = new SimDevice({
+      id: nextId('dev'),
+      password: 's',
+      mqttUrl: url,
+      noDownload: true,
+      ...options,
+    });
     devices.push(flaky);
     const flakyEvents = record(flaky);
     await flaky.connect(5_000);
@@ -349,6 +358,7 @@ describe('reconnect back-off', () => {
 
     refuse(2);
     const stable = new SimDevice({
+      noDownload: true,
       id: nextId('dev'),
       password: 's',
       mqttUrl: url,

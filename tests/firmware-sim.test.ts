@@ -223,6 +223,8 @@ afterEach(async () => {
 
 async function startDevice(options: Partial<SimDeviceOptions> = {}): Promise<SimDevice> {
   const device = new SimDevice({
+    // Placeholder media URLs: this file tests the protocol; firmware-sim-download.test.ts downloads.
+    noDownload: true,
     id: nextId('dev'),
     password: 'secret',
     mqttUrl: url,
@@ -263,6 +265,7 @@ describe('connection', () => {
       done(refusal, false);
     };
     const device = new SimDevice({
+      noDownload: true,
       id: nextId('dev'),
       password: 'wrong',
       mqttUrl: url,
@@ -654,6 +657,7 @@ describe('Fleet', () => {
     const fleet = new Fleet(credentials, {
       mqttUrl: url,
       speed: SPEED,
+      noDownload: true,
       connectConcurrency: 4,
       faults: (_c, index) => (index === 0 ? { failPlayback: true } : undefined),
     });

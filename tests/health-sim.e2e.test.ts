@@ -34,6 +34,8 @@ describe('firmware-sim faults through the REST API', () => {
     const created = await t.createDevice(tree.hamletA.id, name);
     // heartbeatS is simulated seconds; speed 1 keeps it real: telemetry every second.
     const sim = new SimDevice({
+      // Placeholder media URLs: this file tests the protocol; firmware-sim-download.test.ts downloads.
+      noDownload: true,
       id: created.id,
       password: created.credentials.password,
       mqttUrl: `mqtt://127.0.0.1:${t.app.broker.port}`,

@@ -82,6 +82,8 @@ describe('an ack lost in a server crash', () => {
     };
 
     const sim = new SimDevice({
+      // Placeholder media URLs: this file tests the protocol; firmware-sim-download.test.ts downloads.
+      noDownload: true,
       id: device.id,
       password: device.credentials.password,
       mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,

@@ -23,6 +23,7 @@ const FAULT_PRESETS = {
   silent: { silent: true },
   powerCut: { powerCut: true },
   flapping: { flapping: { upMs: 60_000, downMs: 10_000 } },
+  corruptDownloads: { corruptDownloads: true },
 } satisfies Record<string, Partial<Faults>>;
 type FaultName = keyof typeof FAULT_PRESETS;
 const FAULT_NAMES = Object.keys(FAULT_PRESETS) as FaultName[];
@@ -49,6 +50,9 @@ Running:
   --heartbeat-s S           telemetry interval in simulated seconds (default 30)
   --keepalive-s S           MQTT keepalive in real seconds, at most 120 (default 60)
   --firmware VERSION        firmware version reported in state (default 1.4.2)
+  --no-download             play media without downloading it (no HTTP request, checksum taken as
+                            verified): keeps very large fleets cheap; by default every device fetches
+                            a play's URL, verifies its SHA-256 and keeps the last 16 files by hash
   --connect-concurrency N   connection attempts in flight at once (default 200)
   --workers N               spread the devices over N processes (default 1)
   --summary-s S             seconds between summary lines (default 10)
@@ -69,6 +73,7 @@ interface RunConfig {
   keepaliveS: number;
   firmware: string;
   connectConcurrency: number;
+  noDownload: boolean;
 }
 
 interface CliOptions extends RunConfig {
@@ -138,6 +143,7 @@ function parseCli(argv: string[]): CliOptions | 'help' {
         'heartbeat-s': { type: 'string' },
         'keepalive-s': { type: 'string' },
         firmware: { type: 'string' },
+        'no-download': { type: 'boolean' },
         'connect-concurrency': { type: 'string' },
         workers: { type: 'string' },
         'summary-s': { type: 'string' },
@@ -189,6 +195,7 @@ function parseCli(argv: string[]): CliOptions | 'help' {
     heartbeatS: numberOption('heartbeat-s', values['heartbeat-s'], 30, 0.001),
     keepaliveS: numberOption('keepalive-s', values['keepalive-s'], 60, 1, 120, true),
     firmware: values.firmware ?? '1.4.2',
+    noDownload: values['no-download'] ?? false,
     connectConcurrency: numberOption(
       'connect-concurrency',
       values['connect-concurrency'],
@@ -339,7 +346,8 @@ async function runInProcess(devices: PlannedDevice[], config: RunConfig, summary
   const reporter = new Reporter(fleet);
   reporter.start(summaryS * 1_000);
   logLine(
-    `starting ${devices.length} device(s) against ${config.mqttUrl} (speed ${config.speed}, heartbeat ${config.heartbeatS} s)`,
+    `starting ${devices.length} device(s) against ${config.mqttUrl} (speed ${config.speed}, heartbeat ${config.heartbeatS} s` +
+      `${config.noDownload ? ', no downloads' : ''})`,
   );
   const connecting = fleet.connectAll().then((report) => logLine(describeConnect(report, devices.length)));
   const signal = await shutdownSignal();
@@ -478,6 +486,7 @@ async function main(): Promise<number> {
     keepaliveS: options.keepaliveS,
     firmware: options.firmware,
     connectConcurrency: options.connectConcurrency,
+    noDownload: options.noDownload,
   };
   const workers = Math.min(options.workers, credentials.length);
   return workers > 1

@@ -270,7 +270,9 @@ async function main(): Promise<number> {
       if (files) writeFileSync(files.state, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
     }
 
-    fleet = new Fleet(state.devices, { mqttUrl: options.mqttUrl, speed: options.speed });
+    // The example plays below name placeholder files: the demo's devices play without downloading, so
+    // that they work as printed. A play of an approved programme (source.kind programme) works either way.
+    fleet = new Fleet(state.devices, { mqttUrl: options.mqttUrl, speed: options.speed, noDownload: true });
     reporter = new Reporter(fleet);
     reporter.start(60_000);
     const report = await fleet.connectAll();

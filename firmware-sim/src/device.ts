@@ -28,6 +28,7 @@ import {
   type Priority,
   type Telemetry,
 } from '../../src/protocol/index.js';
+import { DownloadError, HashCache, downloadVerified, type DownloadFailure } from './download.js';
 
 /** Faults a tester can switch on, at construction or at any time with `setFaults`. */
 export interface Faults {
@@ -45,6 +46,12 @@ export interface Faults {
   powerCut: boolean;
   /** The link drops and comes back on its own, forever: up for about `upMs`, down for about `downMs`. */
   flapping: { upMs: number; downMs: number } | null;
+  /**
+   * Media arrives corrupted (a flash write error, a proxy that rewrote it): the play is acked `failed`,
+   * reason `checksum_mismatch`, and not cached. `true` for every download, a number in 0..1 is the
+   * probability for each. Applies with `noDownload` too, so a cheap fleet can still show the failure.
+   */
+  corruptDownloads: boolean | number;
 }
 
 const NO_FAULTS: Faults = {
@@ -55,6 +62,7 @@ const NO_FAULTS: Faults = {
   silent: false,
   powerCut: false,
   flapping: null,
+  corruptDownloads: false,
 };
 
 export interface SimDeviceOptions {
@@ -97,6 +105,16 @@ export interface SimDeviceOptions {
   bootS?: number;
   /** Whether the firmware implements `ping`, `identify` and `reboot`; if not they are rejected `unsupported`. */
   maintenance?: boolean;
+  /**
+   * Plays media without downloading it (no HTTP request at all, the checksum taken as verified), as the
+   * simulator did before devices downloaded: keeps a fleet of thousands cheap when the download is not
+   * what is measured. Default false: a `media` play fetches its URL and verifies its SHA-256 first.
+   */
+  noDownload?: boolean;
+  /** Longest wait in real ms for a download's response or its next chunk (see downloadVerified). Default 30 s. */
+  downloadTimeoutMs?: number;
+  /** How many verified files the device remembers by hash (its flash). Default 16. */
+  cacheEntries?: number;
   faults?: Partial<Faults>;
 }
 
@@ -107,6 +125,18 @@ export interface CommandEvent {
   /** `performance.now()` at receipt, for latency measurements within one process. */
   receivedAt: number;
   at: Date;
+}
+
+/** The end of a media download, whatever came of it. */
+export interface DownloadEvent {
+  commandId: string;
+  sha256: string;
+  /** Bytes hashed, or the cached file's size on a cache hit; 0 when it failed. */
+  bytes: number;
+  fromCache: boolean;
+  /** Set when the play failed: the ack's reason. */
+  reason?: DownloadFailure;
+  detail?: string;
 }
 
 export interface DeviceCounters {
@@ -120,6 +150,12 @@ export interface DeviceCounters {
   droppedAcks: number;
   /** Acks and log entries lost because the offline outbox was full. */
   droppedOutbox: number;
+  /** Media downloaded and verified. */
+  downloads: number;
+  /** Media plays served from the hash cache, without a request. */
+  cacheHits: number;
+  /** Media plays failed by `download_failed` or `checksum_mismatch`. */
+  downloadFailures: number;
 }
 
 /** A reconnection is scheduled: `attempt` counts failures in a row (1 for the first). */
@@ -139,6 +175,7 @@ export type SimDeviceEvents = {
   log: [entry: PlaybackLogEntry];
   state: [state: DeviceState];
   telemetry: [telemetry: Telemetry];
+  download: [event: DownloadEvent];
   error: [error: Error];
 };
 
@@ -159,6 +196,15 @@ interface Playback {
   /** Simulated length of the whole session (repeats included); undefined for a stream that plays until stopped. */
   totalMs: number | undefined;
   timer: NodeJS.Timeout | undefined;
+}
+
+/** A media play waiting for its file; whatever plays meanwhile goes on until the file is verified. */
+interface Fetching {
+  sessionId: string;
+  /** The play, then any re-sent for the same session meanwhile: all are answered when it ends. */
+  commandIds: string[];
+  priority: Priority;
+  controller: AbortController;
 }
 
 type PlayCommand = Extract<Command, { type: 'play' }>;
@@ -264,6 +310,9 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
 
   private volume: number;
   private playing: Playback | null = null;
+  private fetching: Fetching | null = null;
+  /** Created on the first download: a fleet run with `noDownload` never needs one. */
+  private cache: HashCache | undefined;
   private seq = 0;
   private bootedAt = performance.now();
   private nextTelemetryAt: number;
@@ -276,6 +325,9 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     malformedCommands: 0,
     droppedAcks: 0,
     droppedOutbox: 0,
+    downloads: 0,
+    cacheHits: 0,
+    downloadFailures: 0,
   };
 
   // Each device has its own radio and power supply; fixed at boot so its telemetry stays believable.
@@ -301,6 +353,9 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       random: options.random ?? Math.random,
       bootS: options.bootS ?? 20,
       maintenance: options.maintenance ?? true,
+      noDownload: options.noDownload ?? false,
+      downloadTimeoutMs: options.downloadTimeoutMs ?? 30_000,
+      cacheEntries: options.cacheEntries ?? 16,
     };
     if (!(this.options.speed > 0)) throw new RangeError(`speed must be > 0, got ${this.options.speed}`);
     if (!(this.options.heartbeatS > 0))
@@ -414,6 +469,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     clearTimeout(this.flapTimer);
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.playing?.timer);
+    this.abandonFetch();
     this.settleWaiters(new Error(`device ${this.id} closed`));
     const client = this.client;
     this.client = undefined;
@@ -740,7 +796,8 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       case 'reboot':
         // protocol.md rule 4: a test tone over an emergency would drown the warning, and a reboot ends it;
         // a technician's routine command must not do either.
-        if (this.outranked(command)) {
+        // A reboot would also lose a download in flight; the test tone only sounds over what plays.
+        if (this.outranked(command, type === 'reboot' ? [this.playing, this.fetching] : [this.playing])) {
           this.ack(id, 'rejected', 'lower_priority');
           return;
         }
@@ -759,7 +816,15 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       this.ack(command.id, 'done');
       return;
     }
-    if (this.outranked(command)) {
+    // ... or keeps downloading: this command is answered with the first, when the file is verified.
+    const fetching = this.fetching;
+    if (fetching?.sessionId === params.sessionId) {
+      fetching.commandIds.push(command.id);
+      return;
+    }
+    // protocol.md rule 4 counts a play being downloaded as if it played: a routine play arriving during
+    // an emergency's download must not start once the emergency has ended its download.
+    if (this.outranked(command, [current, fetching])) {
       this.ack(command.id, 'rejected', 'lower_priority');
       return;
     }
@@ -771,8 +836,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
           ? 'download_failed'
           : undefined;
     if (failure) {
-      this.ack(command.id, 'failed', failure);
-      this.log('failed', { sessionId: params.sessionId, commandId: command.id }, failure);
+      this.failPlay([command.id], params.sessionId, failure);
       return;
     }
     const durationMs = params.source.durationMs;
@@ -782,7 +846,113 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       this.ack(command.id, 'rejected', 'offset_past_end');
       return;
     }
-    if (current) this.endPlayback('interrupted', 'preempted', false);
+    // Newer wins: a play of at least the priority of the one being downloaded replaces it.
+    if (fetching) this.cancelFetch(fetching, 'preempted');
+    const source = params.source;
+    if (source.kind === 'media') {
+      if (!this.options.noDownload) {
+        this.fetchThenPlay(command, source.url, source.sha256);
+        return;
+      }
+      if (this.corrupted()) {
+        this.stats.downloadFailures += 1;
+        this.failPlay([command.id], params.sessionId, 'checksum_mismatch');
+        return;
+      }
+    }
+    this.startPlayback(command, [command.id]);
+  }
+
+  /**
+   * Downloads and verifies the file, then plays it, unless something newer (a play of at least its
+   * priority, a stop, a reboot) abandoned it meanwhile: that one aborts the request and answers for it.
+   */
+  private fetchThenPlay(command: PlayCommand, url: string, sha256: string): void {
+    const fetching: Fetching = {
+      sessionId: command.params.sessionId,
+      commandIds: [command.id],
+      priority: command.priority,
+      controller: new AbortController(),
+    };
+    this.fetching = fetching;
+    const cache = (this.cache ??= new HashCache(this.options.cacheEntries));
+    const report = (event: Omit<DownloadEvent, 'commandId' | 'sha256'>): void => {
+      this.emit('download', { commandId: command.id, sha256, ...event });
+    };
+    downloadVerified(url, sha256, {
+      timeoutMs: this.options.downloadTimeoutMs,
+      cache,
+      signal: fetching.controller.signal,
+    }).then(
+      ({ bytes, fromCache }) => {
+        if (this.fetching !== fetching) return;
+        this.fetching = null;
+        // The fault stands for bytes that arrived damaged: a cached hash was verified earlier, so it holds.
+        if (!fromCache && this.corrupted()) {
+          cache.delete(sha256);
+          this.stats.downloadFailures += 1;
+          report({ bytes, fromCache, reason: 'checksum_mismatch', detail: 'corruptDownloads fault' });
+          this.failPlay(fetching.commandIds, fetching.sessionId, 'checksum_mismatch');
+          return;
+        }
+        if (fromCache) this.stats.cacheHits += 1;
+        else this.stats.downloads += 1;
+        report({ bytes, fromCache });
+        this.startPlayback(command, fetching.commandIds);
+      },
+      (error: unknown) => {
+        // Abandoned (superseded, stopped, rebooted, closed): whoever abandoned it has answered for it.
+        if (this.fetching !== fetching) return;
+        this.fetching = null;
+        const reason = error instanceof DownloadError ? error.reason : 'download_failed';
+        const detail = error instanceof Error ? error.message : String(error);
+        this.stats.downloadFailures += 1;
+        report({ bytes: 0, fromCache: false, reason, detail });
+        this.failPlay(fetching.commandIds, fetching.sessionId, reason);
+      },
+    );
+  }
+
+  /** protocol.md §3.1 rule 8: a play that could not be carried out is acked `failed` and logged `failed`. */
+  private failPlay(commandIds: string[], sessionId: string, reason: string): void {
+    const [first] = commandIds;
+    if (first === undefined) return;
+    for (const id of commandIds) this.ack(id, 'failed', reason);
+    this.log('failed', { sessionId, commandId: first }, reason);
+  }
+
+  /**
+   * Ends a download that something newer overrode. Its play never started, so it is acked `failed` with the
+   * reason (`preempted`, `stopped`) and logged `interrupted`, not `failed`: the device did nothing wrong,
+   * and the server counts `failed` entries against a device's health.
+   */
+  private cancelFetch(fetching: Fetching, reason: 'preempted' | 'stopped'): void {
+    this.abandonFetch();
+    const [first] = fetching.commandIds;
+    if (first === undefined) return;
+    for (const id of fetching.commandIds) this.ack(id, 'failed', reason);
+    this.log('interrupted', { sessionId: fetching.sessionId, commandId: first }, reason);
+  }
+
+  /** Aborts the download in flight, answering nothing (a reboot forgets it; close ends everything). */
+  private abandonFetch(): void {
+    const fetching = this.fetching;
+    if (!fetching) return;
+    this.fetching = null;
+    fetching.controller.abort(new Error('download abandoned'));
+  }
+
+  private corrupted(): boolean {
+    const corrupt = this.faultState.corruptDownloads;
+    return corrupt === true || (typeof corrupt === 'number' && Math.random() < corrupt);
+  }
+
+  private startPlayback(command: PlayCommand, commandIds: string[]): void {
+    const params = command.params;
+    const durationMs = params.source.durationMs;
+    const totalMs = durationMs === undefined ? undefined : durationMs * (params.repeat ?? 1);
+    const offsetMs = params.offsetMs ?? 0;
+    if (this.playing) this.endPlayback('interrupted', 'preempted', false);
     if (params.volume !== undefined) this.volume = params.volume;
     const playback: Playback = {
       sessionId: params.sessionId,
@@ -803,28 +973,32 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       );
     }
     this.playing = playback;
-    this.ack(command.id, 'done');
+    for (const id of commandIds) this.ack(id, 'done');
     this.log('started', playback);
     this.publishState();
   }
 
   private stop(command: StopCommand): void {
     const current = this.playing;
+    const fetching = this.fetching;
     const sessionId = command.params.sessionId;
-    const affected = current && (sessionId === undefined || sessionId === current.sessionId);
-    // protocol.md rule 4: a routine stop must not end an emergency.
-    if (affected && this.outranked(command)) {
+    const affected = current && (sessionId === undefined || sessionId === current.sessionId) ? current : null;
+    const cancels =
+      fetching && (sessionId === undefined || sessionId === fetching.sessionId) ? fetching : null;
+    // protocol.md rule 4: a routine stop must not end an emergency, nor one still downloading.
+    if (this.outranked(command, [affected, cancels])) {
       this.ack(command.id, 'rejected', 'lower_priority');
       return;
     }
     // Idempotent: stopping a session that is not playing (any more) is done all the same.
     this.ack(command.id, 'done');
+    if (cancels) this.cancelFetch(cancels, 'stopped');
     if (affected) this.endPlayback('interrupted', 'stopped');
   }
 
   private setVolume(command: VolumeCommand): void {
     // While nothing plays any volume applies; while something plays, only one of at least its priority.
-    if (this.outranked(command)) {
+    if (this.outranked(command, [this.playing])) {
       this.ack(command.id, 'rejected', 'lower_priority');
       return;
     }
@@ -834,10 +1008,10 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     this.publishState();
   }
 
-  /** True when something plays at a higher priority than the command's. */
-  private outranked(command: { priority: Priority }): boolean {
-    const current = this.playing;
-    return current !== null && priorityRank(command.priority) < priorityRank(current.priority);
+  /** True when one of `over` (what plays, what is being downloaded) has a higher priority than the command. */
+  private outranked(command: { priority: Priority }, over: ({ priority: Priority } | null)[]): boolean {
+    const rank = priorityRank(command.priority);
+    return over.some((other) => other !== null && rank < priorityRank(other.priority));
   }
 
   private endPlayback(event: 'finished' | 'interrupted', reason?: string, announce = true): void {
@@ -860,6 +1034,8 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
    */
   private reboot(): void {
     this.endPlayback('interrupted', 'reboot', false);
+    // Forgotten like the handled ids: the server re-sends the play, which the device then handles afresh.
+    this.abandonFetch();
     // Graceful: the done ack and the interrupted entry are already with the MQTT client and leave first.
     this.dropLink('rebooting', true);
     this.seq = 0;

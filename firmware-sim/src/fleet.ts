@@ -6,7 +6,13 @@
 import { EventEmitter } from 'node:events';
 import type { Ack, AckStatus, PlaybackLogEntry } from '../../src/protocol/index.js';
 import type { DeviceCredentials } from './api.js';
-import { SimDevice, type CommandEvent, type Faults, type SimDeviceOptions } from './device.js';
+import {
+  SimDevice,
+  type CommandEvent,
+  type DownloadEvent,
+  type Faults,
+  type SimDeviceOptions,
+} from './device.js';
 
 export { login, provisionDevices, type DeviceCredentials } from './api.js';
 
@@ -34,6 +40,8 @@ export interface FleetStats {
   duplicates: number;
   malformed: number;
   droppedAcks: number;
+  /** Media plays: downloaded and verified, served from a device's hash cache, failed to download or verify. */
+  downloads: { fetched: number; cached: number; failed: number };
   acks: Record<AckStatus, number>;
   logs: Record<PlaybackLogEntry['event'], number>;
 }
@@ -44,6 +52,7 @@ export type FleetEvents = {
   command: [device: SimDevice, event: CommandEvent];
   ack: [device: SimDevice, ack: Ack];
   log: [device: SimDevice, entry: PlaybackLogEntry];
+  download: [device: SimDevice, event: DownloadEvent];
   error: [device: SimDevice, error: Error];
 };
 
@@ -89,6 +98,7 @@ export class Fleet extends EventEmitter<FleetEvents> {
       this.logs[entry.event] += 1;
       this.emit('log', device, entry);
     });
+    device.on('download', (event) => this.emit('download', device, event));
     device.on('error', (error) => {
       // Same rule as a single device: nobody listening must not mean a crash.
       if (this.listenerCount('error') > 0) this.emit('error', device, error);
@@ -130,6 +140,7 @@ export class Fleet extends EventEmitter<FleetEvents> {
       duplicates: 0,
       malformed: 0,
       droppedAcks: 0,
+      downloads: { fetched: 0, cached: 0, failed: 0 },
       acks: { ...this.acks },
       logs: { ...this.logs },
     };
@@ -141,6 +152,9 @@ export class Fleet extends EventEmitter<FleetEvents> {
       stats.duplicates += c.duplicateCommands;
       stats.malformed += c.malformedCommands;
       stats.droppedAcks += c.droppedAcks;
+      stats.downloads.fetched += c.downloads;
+      stats.downloads.cached += c.cacheHits;
+      stats.downloads.failed += c.downloadFailures;
     }
     return stats;
   }

@@ -3,6 +3,7 @@ export {
   SimDevice,
   backoffDelay,
   type CommandEvent,
+  type DownloadEvent,
   type ReconnectEvent,
   type DeviceCounters,
   type Faults,
@@ -23,3 +24,11 @@ export {
   type DeviceKind,
   type ProvisionOptions,
 } from './api.js';
+export {
+  DownloadError,
+  HashCache,
+  downloadVerified,
+  type DownloadFailure,
+  type DownloadOptions,
+  type DownloadResult,
+} from './download.js';

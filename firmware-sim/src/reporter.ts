@@ -107,7 +107,8 @@ export function formatSummary(stats: FleetStats): string {
   return (
     `summary: online ${stats.connected}/${stats.devices}, playing ${stats.playing}, ` +
     `commands ${stats.commands} (duplicates ${stats.duplicates}, malformed ${stats.malformed}), ` +
-    `acks ${acks}, dropped ${stats.droppedAcks}; logs ${logs}`
+    `acks ${acks}, dropped ${stats.droppedAcks}; logs ${logs}; downloads ${stats.downloads.fetched} ` +
+    `(cached ${stats.downloads.cached}, failed ${stats.downloads.failed})`
   );
 }
 
@@ -121,6 +122,7 @@ export function sumStats(all: FleetStats[]): FleetStats {
     duplicates: 0,
     malformed: 0,
     droppedAcks: 0,
+    downloads: { fetched: 0, cached: 0, failed: 0 },
     acks: { received: 0, done: 0, failed: 0, rejected: 0 },
     logs: { started: 0, finished: 0, interrupted: 0, failed: 0 },
   };
@@ -132,6 +134,9 @@ export function sumStats(all: FleetStats[]): FleetStats {
     total.duplicates += s.duplicates;
     total.malformed += s.malformed;
     total.droppedAcks += s.droppedAcks;
+    total.downloads.fetched += s.downloads.fetched;
+    total.downloads.cached += s.downloads.cached;
+    total.downloads.failed += s.downloads.failed;
     for (const k of Object.keys(total.acks) as AckStatus[]) total.acks[k] += s.acks[k];
     for (const k of Object.keys(total.logs) as (keyof FleetStats['logs'])[]) total.logs[k] += s.logs[k];
   }
