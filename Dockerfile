@@ -23,10 +23,11 @@ ENV npm_config_build_from_source=true \
     npm_config_nodedir=/opt/node-headers
 COPY package.json package-lock.json ./
 # firmware-sim (the device simulator, an npm workspace) is a test and demo tool, not part of the server:
-# without the workspace, neither it nor its MQTT client is installed. Dev dependencies are omitted too. The
-# last step fails the build if better-sqlite3 was compiled with the ObjectWrap code that aborts anyway.
+# without the workspace, neither it nor its MQTT client is installed. Dev dependencies are omitted too, and
+# so are the optional ones, which are only the npm builds of ffmpeg/ffprobe: the image uses Debian's (below).
+# The last step fails the build if better-sqlite3 was compiled with the ObjectWrap code that aborts anyway.
 RUN npm pkg delete workspaces \
-  && npm ci --omit=dev \
+  && npm ci --omit=dev --omit=optional \
   && npm cache clean --force \
   && ! nm -D --undefined-only node_modules/better-sqlite3/build/Release/better_sqlite3.node \
     | grep RemoveEnvironmentCleanupHook
@@ -40,12 +41,19 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src src
 RUN npm run build
 
-# Runtime: no compiler, no dev dependencies, not root.
+# Runtime: no compiler, no dev dependencies, not root. Audio tools from Debian, kept up to date with its
+# security fixes: ffmpeg/ffprobe for uploads and bulletins, eSpeak NG for Vietnamese text-to-speech (found at
+# /usr/bin/espeak-ng; the WebAssembly build in node_modules is the fallback when it is absent).
 FROM ${NODE_IMAGE}
+RUN apt-get update \
+  && apt-get install -y --no-install-recommends ffmpeg espeak-ng \
+  && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production \
     DATA_DIR=/app/data \
     PORT=3000 \
-    MQTT_PORT=1883
+    MQTT_PORT=1883 \
+    FFMPEG_PATH=/usr/bin/ffmpeg \
+    FFPROBE_PATH=/usr/bin/ffprobe
 WORKDIR /app
 COPY --from=deps /app/package.json ./
 COPY --from=deps /app/node_modules node_modules
