@@ -12,7 +12,6 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import {
@@ -26,6 +25,7 @@ import {
   type SimDevice,
 } from '../firmware-sim/src/index.js';
 import { newId } from '../src/lib/ids.js';
+import { parseBenchArgs } from './lib/cli.js';
 import { deliveryCounts, sendPlay, startLoa, type DeliveryCounts, type LoaServer } from './lib/loa.js';
 import {
   cleanupScope,
@@ -108,37 +108,16 @@ interface Options {
 }
 
 function parseOptions(): Options {
-  const parsed = (() => {
-    try {
-      return parseArgs({
-        options: {
-          devices: { type: 'string', default: '2000' },
-          rounds: { type: 'string', default: '3' },
-          'raw-concurrency': { type: 'string', default: String(RAW_AEDES_CONCURRENCY) },
-          'cpu-prof': { type: 'string' },
-          help: { type: 'boolean', short: 'h', default: false },
-        },
-        strict: true,
-        allowPositionals: false,
-      });
-    } catch (err) {
-      console.error(`${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
-      process.exit(64);
-    }
-  })();
-  const values = parsed.values;
-  if (values.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
-  const integer = (name: string, raw: string, min: number): number => {
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) {
-      console.error(`--${name} must be an integer ≥ ${min}, got "${raw}"\n\n${USAGE}`);
-      process.exit(64);
-    }
-    return n;
-  };
+  const { values, number } = parseBenchArgs(
+    {
+      devices: { type: 'string', default: '2000' },
+      rounds: { type: 'string', default: '3' },
+      'raw-concurrency': { type: 'string', default: String(RAW_AEDES_CONCURRENCY) },
+      'cpu-prof': { type: 'string' },
+    },
+    USAGE,
+  );
+  const integer = (name: string, raw: string, min: number) => number(name, raw, min);
   return {
     devices: integer('devices', values.devices, 1),
     rounds: integer('rounds', values.rounds, 1),

@@ -18,8 +18,8 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { Fleet, login, type FleetOptions } from '../firmware-sim/src/index.js';
+import { parseBenchArgs } from './lib/cli.js';
 import {
   createTechnician,
   metricValue,
@@ -96,51 +96,24 @@ interface Options {
 }
 
 function parseOptions(): Options {
-  const parsed = (() => {
-    try {
-      return parseArgs({
-        options: {
-          devices: { type: 'string', default: '10000' },
-          speed: { type: 'string', default: '10' },
-          'heartbeat-s': { type: 'string', default: '30' },
-          'warmup-s': { type: 'string', default: '15' },
-          'window-s': { type: 'string', default: '30' },
-          samples: { type: 'string', default: '200' },
-          'gap-ms': { type: 'string', default: '150' },
-          'tick-ms': { type: 'string', default: '10' },
-          'skip-baseline': { type: 'boolean', default: false },
-          'cpu-prof': { type: 'string' },
-          help: { type: 'boolean', short: 'h', default: false },
-        },
-        strict: true,
-        allowPositionals: false,
-      });
-    } catch (err) {
-      console.error(`${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
-      process.exit(64);
-    }
-  })();
-  const values = parsed.values;
-  if (values.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
-  const number = (name: string, raw: string, min: number, integer: boolean): number => {
-    const n = Number(raw);
-    if (raw.trim() === '' || !Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
-      console.error(
-        `--${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got "${raw}"\n\n${USAGE}`,
-      );
-      process.exit(64);
-    }
-    return n;
-  };
+  const { values, number, fail } = parseBenchArgs(
+    {
+      devices: { type: 'string', default: '10000' },
+      speed: { type: 'string', default: '10' },
+      'heartbeat-s': { type: 'string', default: '30' },
+      'warmup-s': { type: 'string', default: '15' },
+      'window-s': { type: 'string', default: '30' },
+      samples: { type: 'string', default: '200' },
+      'gap-ms': { type: 'string', default: '150' },
+      'tick-ms': { type: 'string', default: '10' },
+      'skip-baseline': { type: 'boolean', default: false },
+      'cpu-prof': { type: 'string' },
+    },
+    USAGE,
+  );
   const tickMs = number('tick-ms', values['tick-ms'], 0, true);
   if (tickMs !== 0 && (tickMs < 5 || tickMs > 1_000)) {
-    console.error(
-      `--tick-ms must be 0 or between 5 and 1000 (the simulator's bounds), got ${tickMs}\n\n${USAGE}`,
-    );
-    process.exit(64);
+    fail(`--tick-ms must be 0 or between 5 and 1000 (the simulator's bounds), got ${tickMs}`);
   }
   return {
     devices: number('devices', values.devices, 1, true),

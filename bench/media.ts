@@ -16,10 +16,10 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { login } from '../firmware-sim/src/index.js';
+import { parseBenchArgs } from './lib/cli.js';
 import { startLoa } from './lib/loa.js';
 import { generateAnnouncement, secondsForSize } from './lib/media-fixture.js';
 import { loaHeap, renditionPath, signedUrl, uploadMedia } from './lib/media-loa.js';
@@ -58,45 +58,21 @@ interface Options {
 }
 
 function parseOptions(): Options {
-  const parsed = (() => {
-    try {
-      return parseArgs({
-        options: {
-          devices: { type: 'string', default: '2000' },
-          rounds: { type: 'string', default: '3' },
-          small: { type: 'string' },
-          'size-kb': { type: 'string', default: '1024' },
-          'log-level': { type: 'string', default: 'warn' },
-          'cpu-prof': { type: 'string' },
-          help: { type: 'boolean', short: 'h', default: false },
-        },
-        strict: true,
-        allowPositionals: false,
-      });
-    } catch (err) {
-      console.error(`${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
-      process.exit(64);
-    }
-  })();
-  const values = parsed.values;
-  if (values.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
-  const integer = (name: string, raw: string, min: number): number => {
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) {
-      console.error(`--${name} must be an integer ≥ ${min}, got "${raw}"\n\n${USAGE}`);
-      process.exit(64);
-    }
-    return n;
-  };
+  const { values, number, fail } = parseBenchArgs(
+    {
+      devices: { type: 'string', default: '2000' },
+      rounds: { type: 'string', default: '3' },
+      small: { type: 'string' },
+      'size-kb': { type: 'string', default: '1024' },
+      'log-level': { type: 'string', default: 'warn' },
+      'cpu-prof': { type: 'string' },
+    },
+    USAGE,
+  );
+  const integer = (name: string, raw: string, min: number) => number(name, raw, min);
   const devices = integer('devices', values.devices, 1);
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-  if (!levels.includes(values['log-level'])) {
-    console.error(`--log-level must be one of ${levels.join(', ')}\n\n${USAGE}`);
-    process.exit(64);
-  }
+  if (!levels.includes(values['log-level'])) fail(`--log-level must be one of ${levels.join(', ')}`);
   return {
     devices,
     rounds: integer('rounds', values.rounds, 1),
