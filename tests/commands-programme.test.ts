@@ -178,4 +178,44 @@ describe('play commands naming a programme', () => {
       { n: 1 },
     ]);
   });
+  it('acts once for a programme play sent twice with one Idempotency-Key, and keeps stop and volume plain', async () => {
+    const bulletin = await programme({ segments: [{ silenceMs: 800 }] });
+    const send = () =>
+      t.app.inject({
+        method: 'POST',
+        url: '/api/v1/commands',
+        headers: { authorization: `Bearer ${broadcaster}`, 'idempotency-key': 'phat-thong-bao-tiem-phong-1' },
+        payload: {
+          type: 'play',
+          params: { source: { kind: 'programme', programmeId: bulletin.id } },
+          targets: { deviceIds: [device.id] },
+        },
+      });
+    const first = await send();
+    expect(first.statusCode).toBe(202);
+    const again = await send();
+    expect(again.statusCode).toBe(202);
+    expect(again.json<{ id: string }>().id).toBe(first.json<{ id: string }>().id);
+    expect(t.query(`SELECT count(*) AS n FROM commands WHERE programme_id = '${bulletin.id}'`)).toEqual([
+      { n: 1 },
+    ]);
+
+    // A programme names what to play: a stop or a volume change given one plays nothing and records none.
+    for (const body of [
+      { type: 'stop', params: { source: { kind: 'programme', programmeId: bulletin.id } } },
+      { type: 'volume', params: { level: 40, source: { kind: 'programme', programmeId: bulletin.id } } },
+    ]) {
+      const res = await t.request('POST', '/api/v1/commands', {
+        token: broadcaster,
+        body: { ...body, targets: { deviceIds: [device.id] } },
+      });
+      expect(res.statusCode).toBe(202);
+      const id = res.json<{ id: string }>().id;
+      const [row] = t.query(
+        `SELECT programme_id, programme_revision_id, params FROM commands WHERE id = '${id}'`,
+      ) as { programme_id: string | null; programme_revision_id: string | null; params: string }[];
+      expect(row).toMatchObject({ programme_id: null, programme_revision_id: null });
+      expect(row?.params).not.toContain('programme');
+    }
+  });
 });

@@ -6,6 +6,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ProgrammesRepository } from '../src/modules/programmes/programmes.repository.js';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
 
 type Revision = {
@@ -279,5 +280,168 @@ describe('programme approval', () => {
       ['submitted', 2, 'phat.thanh.vien'],
       ['approved', 2, 'chu.tich.xa'],
     ]);
+  });
+  it('lets only one of two approvals made at once through; a revision never moves twice', async () => {
+    const programme = await relay();
+    expect((await post(`/${programme.id}/submit`, broadcasterA)).statusCode).toBe(200);
+    const [a, b] = await Promise.all([
+      post(`/${programme.id}/approve`, approverA, { note: 'Đồng ý' }),
+      post(`/${programme.id}/approve`, districtOperator, { note: 'Đồng ý (huyện)' }),
+    ]);
+    expect([a.statusCode, b.statusCode].sort()).toEqual([200, 409]);
+    expect(problem([a, b].find((r) => r.statusCode === 409)!).code).toBe('invalid_transition');
+    const approvals = t.query(
+      `SELECT actor_name FROM programme_events WHERE programme_id = '${programme.id}' AND action = 'approved'`,
+    );
+    expect(approvals).toHaveLength(1);
+    const audit = await t.request('GET', `/api/v1/audit?targetType=programme&targetId=${programme.id}`, {
+      token: t.adminToken,
+    });
+    expect(
+      audit.json<{ items: { action: string }[] }>().items.filter((i) => i.action === 'programme.approve'),
+    ).toHaveLength(1);
+
+    // The status is checked by the UPDATE itself, as a second server on the same database would need.
+    const other = await relay();
+    expect((await post(`/${other.id}/submit`, broadcasterA)).statusCode).toBe(200);
+    const repo = new ProgrammesRepository(t.app.db);
+    const at = { updatedAt: new Date() };
+    expect(repo.setStatus(other.id, other.current.id, 'submitted', 'approved', at)).toBe(true);
+    expect(repo.setStatus(other.id, other.current.id, 'submitted', 'rejected', at)).toBe(false);
+    // A revision that is no longer the programme's current one does not move the programme.
+    expect(repo.setStatus(other.id, 'rev_not_current', 'submitted', 'approved', at)).toBe(false);
+    expect(t.query(`SELECT status FROM programme_revisions WHERE id = '${other.current.id}'`)).toEqual([
+      { status: 'approved' },
+    ]);
+  });
+
+  it('keeps approvers to approving and broadcasters to editing, and refuses both from below', async () => {
+    const programme = await relay();
+    const patch = await t.request('PATCH', `/api/v1/programmes/${programme.id}`, {
+      token: approverA,
+      body: { title: 'Sửa bởi người duyệt' },
+    });
+    expect(patch.statusCode).toBe(403);
+    expect((await post(`/${programme.id}/submit`, approverA)).statusCode).toBe(403);
+    expect(
+      (await t.request('DELETE', `/api/v1/programmes/${programme.id}`, { token: approverA })).statusCode,
+    ).toBe(403);
+
+    expect((await post(`/${programme.id}/submit`, broadcasterA)).statusCode).toBe(200);
+    const otherBroadcaster = await t.createUser('broadcaster', tree.communeA.id);
+    expect((await post(`/${programme.id}/reject`, otherBroadcaster, { reason: 'Không' })).statusCode).toBe(
+      403,
+    );
+    expect((await post(`/${programme.id}/reject`, broadcasterA, { reason: 'Không' })).statusCode).toBe(403);
+
+    // A provincial programme is seen and aired in the commune, but neither changed nor signed off there.
+    const provincial = await relay(t.adminToken, tree.province.id);
+    expect((await post(`/${provincial.id}/submit`, t.adminToken)).statusCode).toBe(200);
+    const seen = await t.request('GET', `/api/v1/programmes/${provincial.id}`, { token: approverA });
+    expect(seen.statusCode).toBe(200);
+    expect((await post(`/${provincial.id}/reject`, approverA, { reason: 'Không phù hợp' })).statusCode).toBe(
+      403,
+    );
+    expect((await post(`/${provincial.id}/approve`, districtOperator)).statusCode).toBe(403);
+    const edit = await t.request('PATCH', `/api/v1/programmes/${provincial.id}`, {
+      token: broadcasterA,
+      body: { title: 'Sửa từ xã' },
+    });
+    expect(edit.statusCode).toBe(403);
+    expect(problem(edit).detail).toContain('above yours');
+    expect(
+      (await t.request('DELETE', `/api/v1/programmes/${provincial.id}`, { token: broadcasterA })).statusCode,
+    ).toBe(403);
+    const provinceApprover = await t.createUser('approver', tree.province.id);
+    expect((await post(`/${provincial.id}/approve`, provinceApprover)).statusCode).toBe(200);
+  });
+
+  it('records every step with who took it, audits each, stores text composed, and hides what is deleted', async () => {
+    // Decomposed (NFD), as a Mac keyboard sends it: stored and returned composed (NFC).
+    const title = 'Tiếp sóng Đài Tiếng nói Việt Nam – Thời sự';
+    const created = await post('', broadcasterA, {
+      title: title.normalize('NFD'),
+      areaId: tree.communeA.id,
+      category: 'news',
+      content: { relay: { url, name: 'Đài Tiếng nói Việt Nam'.normalize('NFD') } },
+    });
+    const programme = created.json<Programme & { current: { content: { relay: { name: string } } } }>();
+    expect(programme.title).toBe(title);
+    expect(programme.current.content.relay.name).toBe('Đài Tiếng nói Việt Nam');
+    const found = await t.request('GET', `/api/v1/programmes?q=${encodeURIComponent('tiếng nói')}`, {
+      token: broadcasterA,
+    });
+    expect(found.json<{ total: number }>().total).toBe(1);
+
+    await t.request('PATCH', `/api/v1/programmes/${programme.id}`, {
+      token: broadcasterA,
+      body: { category: 'other' },
+    });
+    await post(`/${programme.id}/submit`, broadcasterA);
+    const reason = 'Sai tên đài: sửa thành “VOV1”';
+    const rejected = await post(`/${programme.id}/reject`, approverA, { reason: reason.normalize('NFD') });
+    expect(rejected.json<Programme>().history.at(-1)?.note).toBe(reason);
+    await t.request('PATCH', `/api/v1/programmes/${programme.id}`, {
+      token: broadcasterA,
+      body: { title: 'Tiếp sóng VOV1' },
+    });
+    await post(`/${programme.id}/submit`, broadcasterA);
+    await post(`/${programme.id}/approve`, approverA, { note: 'Đồng ý phát'.normalize('NFD') });
+    expect(
+      (await t.request('DELETE', `/api/v1/programmes/${programme.id}`, { token: broadcasterA })).statusCode,
+    ).toBe(204);
+
+    expect(
+      t.query(
+        `SELECT action, revision_number AS n, actor_name AS who, note FROM programme_events
+         WHERE programme_id = '${programme.id}' ORDER BY id`,
+      ),
+    ).toEqual([
+      { action: 'created', n: 1, who: 'phat.thanh.vien', note: null },
+      { action: 'edited', n: 1, who: 'phat.thanh.vien', note: null },
+      { action: 'submitted', n: 1, who: 'phat.thanh.vien', note: null },
+      { action: 'rejected', n: 1, who: 'chu.tich.xa', note: reason },
+      { action: 'edited', n: 2, who: 'phat.thanh.vien', note: 'revision 2 started from revision 1' },
+      { action: 'submitted', n: 2, who: 'phat.thanh.vien', note: null },
+      { action: 'approved', n: 2, who: 'chu.tich.xa', note: 'Đồng ý phát' },
+      { action: 'deleted', n: 2, who: 'phat.thanh.vien', note: null },
+    ]);
+    const audit = await t.request(
+      'GET',
+      `/api/v1/audit?targetType=programme&targetId=${programme.id}&limit=50`,
+      { token: t.adminToken },
+    );
+    expect(
+      audit
+        .json<{ items: { action: string }[] }>()
+        .items.map((i) => i.action)
+        .sort(),
+    ).toEqual([
+      'programme.approve',
+      'programme.create',
+      'programme.delete',
+      'programme.reject',
+      'programme.submit',
+      'programme.submit',
+      'programme.update',
+      'programme.update',
+    ]);
+
+    // Deleted: out of lists, not found for reading, listening, approving or editing.
+    const list = await t.request('GET', '/api/v1/programmes', { token: t.adminToken });
+    expect(list.json<{ items: { id: string }[] }>().items.map((i) => i.id)).not.toContain(programme.id);
+    for (const res of [
+      await t.request('GET', `/api/v1/programmes/${programme.id}`, { token: t.adminToken }),
+      await t.request('GET', `/api/v1/programmes/${programme.id}/audio`, { token: t.adminToken }),
+      await post(`/${programme.id}/approve`, t.adminToken),
+      await post(`/${programme.id}/submit`, broadcasterA),
+      await t.request('PATCH', `/api/v1/programmes/${programme.id}`, {
+        token: broadcasterA,
+        body: { title: 'Hồi sinh' },
+      }),
+      await t.request('DELETE', `/api/v1/programmes/${programme.id}`, { token: broadcasterA }),
+    ]) {
+      expect(res.statusCode).toBe(404);
+    }
   });
 });

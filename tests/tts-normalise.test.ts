@@ -155,3 +155,44 @@ describe('Vietnamese normalisation: abbreviations and layout', () => {
     );
   });
 });
+
+describe('Vietnamese normalisation: hostile and awkward input', () => {
+  it('reads long runs of digits, dots, slashes, dashes and colons without getting stuck', () => {
+    // Each is the longest text a segment may hold. A regular expression that backtracks catastrophically
+    // would not finish at all; these finish (the time was measured by hand, not asserted here).
+    const inputs = [
+      '1'.repeat(5_000),
+      '1.'.repeat(2_500),
+      `1${'.000'.repeat(1_249)}`,
+      '1/'.repeat(2_500),
+      '12/3.4-5/6.7'.repeat(416),
+      `0${' 12'.repeat(1_666)}`,
+      `0${'.1'.repeat(2_499)}`,
+      `1.${'2'.repeat(4_998)}`,
+      '1:'.repeat(2_500),
+      '1-'.repeat(2_500),
+      '+84'.repeat(1_666),
+    ];
+    for (const input of inputs) {
+      expect(input.length).toBeLessThanOrEqual(5_000);
+      const out = read(input);
+      expect(out.length).toBeGreaterThan(0);
+      expect(out).toBe(out.normalize('NFC'));
+    }
+    // A digit string too long to be a quantity is read digit by digit.
+    expect(read('1'.repeat(5_000)).split(' ')).toHaveLength(5_000);
+  });
+
+  it('expands abbreviations only as whole words, Vietnamese letters and marks included', () => {
+    for (const word of ['xãHTX', 'HTXã', 'ĐUBND', 'UBNDđ', 'SĐTư', 'ÁkmÁ', `HTX${'\u0301'}`]) {
+      expect(read(word)).toBe(`${word.normalize('NFC')}.`);
+    }
+    // Digits and punctuation around are not letters: 60km/h, (UBND), QL1A-style codes.
+    expect(read('(UBND)')).toBe('(Ủy ban nhân dân).');
+    expect(read('60km/h')).toBe('sáu mươi ki lô mét trên giờ.');
+  });
+
+  it('keeps a percentage apart from the word written against it', () => {
+    expect(read('50%số hộ')).toBe('năm mươi phần trăm số hộ.');
+  });
+});

@@ -249,6 +249,84 @@ describe('TTS_COMMAND', () => {
   });
 });
 
+/** Operator commands that go wrong: each exits after reading its text. */
+const BROKEN_ENGINES = {
+  crashes: `process.stdin.resume(); process.stdin.on('end', () => { console.error('core dumped at /opt/secret'); process.exit(7); });`,
+  'writes nothing': `process.stdin.resume(); process.stdin.on('end', () => process.exit(0));`,
+  'writes MP3 instead of WAV': `import fs from 'node:fs';
+process.stdin.resume();
+process.stdin.on('end', () => { fs.writeFileSync(process.argv[2], Buffer.concat([Buffer.from('ID3'), Buffer.alloc(4000, 0xff)])); });`,
+  'floods its output': `process.stdin.resume(); process.stdin.on('end', () => { const line = 'x'.repeat(65536); const go = () => { while (process.stdout.write(line)); process.stdout.once('drain', go); }; go(); });`,
+} as const;
+
+describe('TTS_COMMAND that fails', () => {
+  afterEach(async () => t.close());
+
+  it.each([
+    ['crashes', 'exited with code 7'],
+    ['writes nothing', 'wrote no audio'],
+    ['writes MP3 instead of WAV', 'wrote something that is not a WAV file'],
+    ['floods its output', 'wrote too much output and was stopped'],
+  ] as const)('gives a clear error when the command %s, and leaves no file', async (name, words) => {
+    const dir = tempDir('loa-tts-broken-');
+    const script = path.join(dir, 'engine.mjs');
+    fs.writeFileSync(script, BROKEN_ENGINES[name]);
+    const out = tempDir('loa-tts-out-');
+    t = await createTestApp({ env: { TTS_COMMAND: `"${process.execPath}" "${script}" {output}` } });
+    const tts = new TtsService(
+      new TtsRepository(t.app.db),
+      t.app.services.audit,
+      await resolveSpeechEngine({ command: `"${process.execPath}" "${script}" {output}` }),
+      systemClock,
+      { audio: t.app.services.media.audio, tmpDir: out },
+    );
+    const failure = tts.speak('Thông báo lịch tiêm phòng dại – Thôn Đông.');
+    await expect(failure).rejects.toMatchObject({
+      code: 'internal',
+      detail: `Text-to-speech failed: the engine (TTS_COMMAND) ${words}. It has been logged.`,
+    });
+    expect(fs.readdirSync(out)).toEqual([]);
+
+    // Through the API: problem+json with the same words, nothing of the engine's own output or paths.
+    const res = await t.request('POST', '/api/v1/tts/preview', {
+      token: t.adminToken,
+      body: { text: 'Xin chào bà con.' },
+    });
+    expect(res.statusCode).toBe(500);
+    expect(res.headers['content-type']).toContain('application/problem+json');
+    expect(problem(res).detail).toContain(words);
+    expect(res.body).not.toContain('/opt/secret');
+    expect(res.body).not.toContain(dir);
+  });
+});
+
+describe('TTS_COMMAND that writes a broken WAV', () => {
+  afterEach(async () => t.close());
+
+  it('answers a preview with a clear 500 when ffmpeg cannot read what the engine wrote', async () => {
+    const dir = tempDir('loa-tts-broken-');
+    const script = path.join(dir, 'engine.mjs');
+    // The right first twelve bytes, then nothing a decoder can use.
+    fs.writeFileSync(
+      script,
+      `import fs from 'node:fs';
+process.stdin.resume();
+process.stdin.on('end', () => fs.writeFileSync(process.argv[2], Buffer.concat([Buffer.from('RIFF'), Buffer.alloc(4), Buffer.from('WAVE'), Buffer.alloc(2000, 0x5a)])));`,
+    );
+    t = await createTestApp({ env: { TTS_COMMAND: `"${process.execPath}" "${script}" {output}` } });
+    const res = await t.request('POST', '/api/v1/tts/preview', {
+      token: t.adminToken,
+      body: { text: 'Xin chào bà con Thôn Đông.' },
+    });
+    expect(res.statusCode).toBe(500);
+    expect(problem(res)).toMatchObject({
+      code: 'internal',
+      detail:
+        'The preview could not be encoded: ffmpeg could not read what the engine (TTS_COMMAND) wrote. It has been logged.',
+    });
+  });
+});
+
 describe('TTS API', () => {
   afterEach(async () => t.close());
 

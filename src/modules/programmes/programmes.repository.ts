@@ -3,6 +3,7 @@ import type { Db } from '../../db/index.js';
 import {
   areaJingles,
   areas,
+  media,
   programmeEvents,
   programmeMedia,
   programmeRevisions,
@@ -43,20 +44,77 @@ const likeContains = (column: SQL | typeof programmes.titleSearch, needle: strin
 export class ProgrammesRepository {
   constructor(private readonly db: Db) {}
 
-  /** Runs `fn` in one transaction (better-sqlite3 transactions are synchronous). */
+  /**
+   * Runs `fn` in one transaction (better-sqlite3 transactions are synchronous). IMMEDIATE: the write lock
+   * is taken before the first read, so that what `fn` checks is still true when it writes, even with a
+   * second server process on the same database file.
+   */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(() => fn());
+    return this.db.transaction(() => fn(), { behavior: 'immediate' });
+  }
+
+  /**
+   * Moves a revision from `from` to `to`, and the programme with it, only if the revision is still in
+   * `from` and still the current revision of a programme that is not deleted. False when another request
+   * got there first: the caller throws, which rolls back whatever this wrote.
+   */
+  setStatus(
+    programmeId: string,
+    revisionId: string,
+    from: ProgrammeStatus,
+    to: ProgrammeStatus,
+    patch: { updatedAt: Date; approvedRevisionId?: string },
+  ): boolean {
+    const revision = this.db
+      .update(programmeRevisions)
+      .set({ status: to })
+      .where(and(eq(programmeRevisions.id, revisionId), eq(programmeRevisions.status, from)))
+      .run().changes;
+    if (revision !== 1) return false;
+    return (
+      this.db
+        .update(programmes)
+        .set({ status: to, ...patch })
+        .where(
+          and(
+            eq(programmes.id, programmeId),
+            eq(programmes.currentRevisionId, revisionId),
+            isNull(programmes.deletedAt),
+          ),
+        )
+        .run().changes === 1
+    );
+  }
+
+  /** Which of these media items still exist (one may have been deleted while a bulletin was rendering). */
+  existingMedia(ids: readonly string[]): Set<string> {
+    if (ids.length === 0) return new Set();
+    return new Set(
+      this.db
+        .select({ id: media.id })
+        .from(media)
+        .where(inArray(media.id, [...new Set(ids)]))
+        .all()
+        .map((r) => r.id),
+    );
   }
 
   insertProgramme(row: ProgrammeRow): void {
     this.db.insert(programmes).values(row).run();
   }
 
+  /** Updates a programme that is not deleted; false when there is none (deleted meanwhile). */
   updateProgramme(
     id: string,
     patch: Partial<Omit<ProgrammeRow, 'id' | 'areaId' | 'kind' | 'createdBy' | 'createdAt'>>,
-  ): void {
-    this.db.update(programmes).set(patch).where(eq(programmes.id, id)).run();
+  ): boolean {
+    return (
+      this.db
+        .update(programmes)
+        .set(patch)
+        .where(and(eq(programmes.id, id), isNull(programmes.deletedAt)))
+        .run().changes === 1
+    );
   }
 
   insertRevision(row: ProgrammeRevisionRow, mediaIds: readonly string[]): void {

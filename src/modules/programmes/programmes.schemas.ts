@@ -30,6 +30,8 @@ const segmentSchema = z
       .trim()
       .min(1, 'must not be empty')
       .max(BULLETIN_LIMITS.textChars)
+      // Punctuation alone gives the voice nothing to read (and would fail only once rendering started).
+      .refine((t) => /[\p{L}\p{N}]/u.test(t), 'must contain something to read')
       .optional()
       .describe('Read by the Vietnamese voice, after normalisation (numbers, dates, abbreviations)'),
     voice: z.enum(VOICES).optional(),

@@ -13,6 +13,7 @@ import { newId } from '../../lib/ids.js';
 import { inScope, type Actor } from '../../lib/scope.js';
 import { foldForSearch } from '../../lib/text.js';
 import type { RenderPart, RenderResult } from '../../media/audio.js';
+import { ToolError } from '../../media/tools.js';
 import type { PlaySource } from '../../protocol/index.js';
 import type { AreasService } from '../areas/areas.service.js';
 import type { AuditService } from '../audit/audit.service.js';
@@ -80,7 +81,8 @@ function toSegment(s: {
   if (s.mediaId !== undefined) return { mediaId: s.mediaId };
   if (s.silenceMs !== undefined) return { silenceMs: s.silenceMs };
   return {
-    text: s.text ?? '',
+    // NFC: a text typed on a Mac arrives decomposed; stored composed, tone marks compare and search alike.
+    text: (s.text ?? '').normalize('NFC'),
     ...(s.voice !== undefined ? { voice: s.voice } : {}),
     ...(s.rate !== undefined ? { rate: s.rate } : {}),
     ...(s.pitch !== undefined ? { pitch: s.pitch } : {}),
@@ -90,12 +92,36 @@ function toSegment(s: {
 /** The content as stored: only the fields that were given, in one canonical shape. */
 function canonicalContent(content: CreateProgrammeInput['content']): ProgrammeContent {
   if (content.relay) {
-    return { relay: { url: content.relay.url, ...(content.relay.name ? { name: content.relay.name } : {}) } };
+    const { url, name } = content.relay;
+    return { relay: { url, ...(name ? { name: name.normalize('NFC') } : {}) } };
   }
   return {
     segments: (content.segments ?? []).map(toSegment),
     ...(content.jingles !== undefined ? { jingles: content.jingles } : {}),
   };
+}
+
+/** Titles, notes and reasons as stored: composed (NFC), whatever form the client sent. */
+const nfc = <T extends string | undefined>(text: T): T => text?.normalize('NFC') as T;
+
+/**
+ * The parts of a revision an edit was made against. An edit that renders for a while saves only if these
+ * are unchanged when it is done; otherwise someone else's change would be silently overwritten.
+ */
+function editedState(revision: ProgrammeRevisionRow): string {
+  return JSON.stringify([
+    revision.status,
+    revision.title,
+    revision.category,
+    revision.content,
+    revision.renditionSha256,
+  ]);
+}
+
+/** `err` as the cause of `appError`, so that the log of a 500 shows what really happened. */
+function withCause(appError: AppError, err: unknown): AppError {
+  appError.cause = err;
+  return appError;
 }
 
 const isRelay = (content: ProgrammeContent): content is { relay: { url: string; name?: string } } =>
@@ -239,12 +265,13 @@ export class ProgrammesService {
     const prepared = await this.prepare(actor, area, canonicalContent(input.content));
 
     const now = this.clock.now();
+    const title = nfc(input.title);
     const programme: ProgrammeRow = {
       id: newId('prg'),
       areaId: area.id,
       kind: prepared.kind,
-      title: input.title,
-      titleSearch: foldForSearch(input.title),
+      title,
+      titleSearch: foldForSearch(title),
       category: input.category,
       status: 'draft',
       currentRevisionId: newId('rev'),
@@ -258,12 +285,13 @@ export class ProgrammesService {
       programme.currentRevisionId,
       programme.id,
       1,
-      input,
+      { title, category: input.category },
       prepared,
       actor,
       now,
     );
     this.repo.transaction(() => {
+      this.requireMediaStillThere(prepared.mediaIds);
       this.repo.insertProgramme(programme);
       this.repo.insertRevision(revision, prepared.mediaIds);
       this.event(programme.id, 1, 'created', actor, null, now);
@@ -281,6 +309,7 @@ export class ProgrammesService {
     this.requireRole(actor, EDITORS, 'edit programmes');
     const found = this.requireEditable(actor, id);
     const before = this.requireRevision(found.programme.currentRevisionId).revision;
+    const stateBefore = editedState(before);
 
     let prepared: Prepared | null = null;
     if (input.content !== undefined) {
@@ -297,22 +326,8 @@ export class ProgrammesService {
       }
     }
 
-    // Rendering took time: if someone else changed the programme meanwhile, this edit was made against a
-    // revision that is no longer the current one (or in another state) and must not overwrite theirs.
     const now = this.clock.now();
-    const latest = this.repo.findById(id);
-    if (
-      !latest ||
-      latest.programme.currentRevisionId !== before.id ||
-      this.requireRevision(before.id).revision.status !== before.status
-    ) {
-      throw new AppError(
-        'conflict',
-        'The programme changed while this edit was being saved; reload it and try again',
-      );
-    }
-
-    const title = input.title ?? before.title;
+    const title = nfc(input.title) ?? before.title;
     const category = input.category ?? before.category;
     const content: Prepared = prepared ?? {
       kind: found.programme.kind,
@@ -326,6 +341,20 @@ export class ProgrammesService {
     };
     const inPlace = before.status === 'draft';
     this.repo.transaction(() => {
+      // Rendering took time: if someone else changed the programme meanwhile (edited, submitted, approved,
+      // deleted it), this edit was made against a state that is gone and must not overwrite theirs. Checked
+      // inside the write transaction, so nothing can change between the check and the write.
+      const latest = this.repo.findById(id);
+      const current = latest
+        ? this.repo.findRevision(latest.programme.currentRevisionId)?.revision
+        : undefined;
+      if (!current || current.id !== before.id || editedState(current) !== stateBefore) {
+        throw new AppError(
+          'conflict',
+          'The programme changed while this edit was being saved; reload it and try again',
+        );
+      }
+      if (prepared) this.requireMediaStillThere(prepared.mediaIds);
       let number = before.number;
       if (inPlace) {
         this.repo.updateRevision(before.id, {
@@ -393,13 +422,13 @@ export class ProgrammesService {
 
   approve(actor: Actor, id: string, note: string | undefined): ProgrammeView {
     const { programme, revision } = this.requireReviewable(actor, id, 'approve');
-    this.transition(actor, programme, revision, 'approved', note ?? null);
+    this.transition(actor, programme, revision, 'approved', nfc(note) ?? null);
     return this.get(actor, id);
   }
 
   reject(actor: Actor, id: string, reason: string): ProgrammeView {
     const { programme, revision } = this.requireReviewable(actor, id, 'reject');
-    this.transition(actor, programme, revision, 'rejected', reason);
+    this.transition(actor, programme, revision, 'rejected', nfc(reason));
     return this.get(actor, id);
   }
 
@@ -415,7 +444,7 @@ export class ProgrammesService {
     // Schedules (a later issue) that air the programme will refuse the delete here too.
     const now = this.clock.now();
     this.repo.transaction(() => {
-      this.repo.updateProgramme(id, { deletedAt: now, updatedAt: now });
+      if (!this.repo.updateProgramme(id, { deletedAt: now, updatedAt: now })) throw notFound('Programme');
       const revision = this.requireRevision(programme.currentRevisionId).revision;
       this.event(id, revision.number, 'deleted', actor, null, now);
       this.audit.record(actor, 'programme.delete', { type: 'programme', id }, { title: programme.title });
@@ -551,13 +580,19 @@ export class ProgrammesService {
     note: string | null,
   ): void {
     const now = this.clock.now();
+    const from: ProgrammeStatus = status === 'submitted' ? 'draft' : 'submitted';
     this.repo.transaction(() => {
-      this.repo.updateRevision(revision.id, { status });
-      this.repo.updateProgramme(programme.id, {
-        status,
+      // The status is checked again by the UPDATE itself: of two approvals (or an approval and an edit)
+      // racing, only one moves the revision; the other is refused and writes nothing.
+      const moved = this.repo.setStatus(programme.id, revision.id, from, status, {
         updatedAt: now,
         ...(status === 'approved' ? { approvedRevisionId: revision.id } : {}),
       });
+      if (!moved) {
+        const latest = this.repo.findRevision(revision.id)?.revision;
+        if (latest && latest.status !== from) this.requireStatus(latest, from, status);
+        throw new AppError('conflict', 'The programme changed meanwhile; reload it and try again');
+      }
       this.event(programme.id, revision.number, status, actor, note, now);
       const action = (
         {
@@ -573,6 +608,18 @@ export class ProgrammesService {
         { title: revision.title, revision: revision.number, ...(note !== null ? { note } : {}) },
       );
     });
+  }
+
+  /** Media a bulletin was rendered from must still exist when it is saved (one may be deleted meanwhile). */
+  private requireMediaStillThere(mediaIds: readonly string[]): void {
+    const existing = this.repo.existingMedia(mediaIds);
+    const gone = mediaIds.filter((m) => !existing.has(m));
+    if (gone.length > 0) {
+      throw new AppError(
+        'conflict',
+        `media ${gone.join(', ')} was deleted while the bulletin was being rendered; nothing was saved`,
+      );
+    }
   }
 
   private event(
@@ -620,6 +667,13 @@ export class ProgrammesService {
     );
     const jingles = content.jingles ? this.jinglesFor(actor, area) : { intro: null, outro: null };
     const used = [jingles.intro, ...media, jingles.outro].filter((m): m is MediaRow => m !== null);
+    // A row whose file is gone from the store (a restored backup, a disk mishap) would only fail deep in
+    // ffmpeg: say which recording it is.
+    await Promise.all([
+      ...(jingles.intro ? [this.requireFile(jingles.intro, 'jingles.introMediaId')] : []),
+      ...media.map((m, i) => (m ? this.requireFile(m, `body.content.segments.${i}.mediaId`) : null)),
+      ...(jingles.outro ? [this.requireFile(jingles.outro, 'jingles.outroMediaId')] : []),
+    ]);
 
     const temporary: string[] = [];
     try {
@@ -634,7 +688,7 @@ export class ProgrammesService {
           parts.push({ silenceMs: segment.silenceMs });
         } else if ('text' in segment) {
           const { text, ...voice } = segment;
-          const wav = await this.speech.speak(text, voice);
+          const wav = await this.speakSegment(text, voice, i);
           temporary.push(wav);
           parts.push({ file: wav });
         }
@@ -643,7 +697,20 @@ export class ProgrammesService {
 
       const out = this.media.store.tempPath('.mp3');
       temporary.push(out);
-      const result = await this.media.audio.render(parts, out);
+      let result: RenderResult;
+      try {
+        result = await this.media.audio.render(parts, out);
+      } catch (err) {
+        if (err instanceof AppError) throw err;
+        const why = err instanceof ToolError && err.timedOut ? 'took too long and was stopped' : 'failed';
+        throw withCause(
+          new AppError(
+            'internal',
+            `Rendering the bulletin ${why} (ffmpeg); nothing was saved. It has been logged.`,
+          ),
+          err,
+        );
+      }
       const stored = await this.media.store.putFile(out);
       return {
         renditionSha256: stored.sha256,
@@ -654,6 +721,48 @@ export class ProgrammesService {
       };
     } finally {
       await Promise.all(temporary.map((file) => fs.rm(file, { force: true })));
+    }
+  }
+
+  /** Speaks one text segment; a failure names the segment, and a validation error its field. */
+  private async speakSegment(
+    text: string,
+    voice: { voice?: Voice; rate?: number; pitch?: number },
+    index: number,
+  ): Promise<string> {
+    const field = `body.content.segments.${index}.text`;
+    try {
+      return await this.speech.speak(text, voice);
+    } catch (err) {
+      if (err instanceof AppError && err.code === 'validation_failed') {
+        const problem = err.extra.errors?.[0];
+        const key =
+          problem?.field && problem.field !== 'text'
+            ? `body.content.segments.${index}.${problem.field}`
+            : field;
+        throw invalid(key, problem?.message ?? err.detail ?? 'is invalid');
+      }
+      const detail = err instanceof AppError ? (err.detail ?? err.message) : 'text-to-speech failed';
+      throw withCause(
+        new AppError(err instanceof AppError ? err.code : 'internal', `${field}: ${detail}`),
+        err,
+      );
+    }
+  }
+
+  /** The stored original of a media item must be on disk. */
+  private async requireFile(item: MediaRow, field: string): Promise<void> {
+    try {
+      await fs.access(this.media.store.pathOf(item.sha256));
+    } catch (err) {
+      throw withCause(
+        new AppError(
+          'internal',
+          `${field}: the file of recording "${item.title}" (${item.id}) is missing from the media store; ` +
+            'nothing was saved. It has been logged.',
+        ),
+        err,
+      );
     }
   }
 

@@ -50,16 +50,46 @@ const OUTPUT_LIMIT = 256 * 1024;
 
 const require = createRequire(import.meta.url);
 
-/** Fails unless the engine left a WAV file behind (some tools exit 0 after writing nothing). */
+/**
+ * An engine ran but left nothing usable behind. `reason` says what, in words that may be shown to users
+ * (no paths); the message adds which engine, for the log.
+ */
+export class SpeechOutputError extends Error {
+  override name = 'SpeechOutputError';
+  constructor(
+    engine: string,
+    readonly reason: string,
+  ) {
+    super(`${engine} ${reason}`);
+  }
+}
+
+/**
+ * Fails unless the engine left a WAV file behind: some tools exit 0 after writing nothing, and an operator's
+ * command may write MP3 or raw PCM where WAV was asked for, which would only fail later, inside ffmpeg,
+ * with a far less helpful message.
+ */
 function assertWritten(outFile: string, engine: string): void {
   let size = 0;
+  const head = Buffer.alloc(12);
   try {
-    size = fs.statSync(outFile).size;
+    const fd = fs.openSync(outFile, 'r');
+    try {
+      size = fs.fstatSync(fd).size;
+      fs.readSync(fd, head, 0, head.length, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
   } catch {
     // Reported below.
   }
   // A RIFF/WAVE header alone is 44 bytes: anything at most that long holds no sound.
-  if (size <= 44) throw new Error(`${engine} wrote no audio to ${outFile}`);
+  if (size <= 44) throw new SpeechOutputError(engine, 'wrote no audio');
+  // RIFF (or RF64, for files over 4 GB) … WAVE.
+  const riff = head.toString('latin1', 0, 4);
+  if ((riff !== 'RIFF' && riff !== 'RF64') || head.toString('latin1', 8, 12) !== 'WAVE') {
+    throw new SpeechOutputError(engine, 'wrote something that is not a WAV file');
+  }
 }
 
 class EspeakBinary implements SpeechEngine {

@@ -215,7 +215,14 @@ function phoneLengthOk(prefix: string, digits: number): boolean {
 function readPhone(match: string, prefix: string, rest: string): string {
   // Groups with the separator written before each: [" 912", " 345", " 678"].
   const groups = rest.match(/[ .-]?\d+/g) ?? [];
-  for (let take = groups.length; take > 0; take--) {
+  // No phone number has more than 11 digits: only the first groups that fit are candidates, which keeps a
+  // long run of digit groups (hostile or not) linear instead of quadratic.
+  let longest = 0;
+  for (let digits = 0; longest < groups.length; longest++) {
+    digits += (groups[longest] ?? '').replace(/\D/g, '').length;
+    if (digits > 11) break;
+  }
+  for (let take = longest; take > 0; take--) {
     const used = groups.slice(0, take);
     const digits = used.join('').replace(/\D/g, '');
     if (!phoneLengthOk(prefix, digits.length)) continue;
@@ -356,7 +363,9 @@ export function normaliseVietnamese(text: string, abbreviations: AbbreviationMat
   );
   out = out.replace(
     PERCENT,
-    (_m: string, sign: string, n: string) => `${signWord(sign)}${readWritten(n)} phần trăm`,
+    (m: string, sign: string, n: string, offset: number, whole: string) =>
+      // "50%số hộ": the words must not run into what follows.
+      `${signWord(sign)}${readWritten(n)} phần trăm${/[\p{L}\p{N}]/u.test(whole[offset + m.length] ?? '') ? ' ' : ''}`,
   );
   out = out.replace(/%/g, ' phần trăm');
   out = out.replace(QUANTITY, readQuantity);

@@ -10,8 +10,9 @@ import { AppError, invalid, notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import type { Actor } from '../../lib/scope.js';
 import type { Audio } from '../../media/audio.js';
+import { ToolError } from '../../media/tools.js';
 import type { AuditService } from '../audit/audit.service.js';
-import { PITCH, RATE, VOICES, type SpeechEngine, type Voice } from './engines.js';
+import { PITCH, RATE, SpeechOutputError, VOICES, type SpeechEngine, type Voice } from './engines.js';
 import {
   BUILT_IN_ABBREVIATIONS,
   compileAbbreviations,
@@ -98,7 +99,7 @@ export class TtsService {
       await this.engine.render(spoken, out, params);
     } catch (err) {
       fs.rmSync(out, { force: true });
-      throw err;
+      throw speechFailure(this.engine.kind, err);
     }
     return out;
   }
@@ -122,7 +123,18 @@ export class TtsService {
     const mp3 = path.join(this.tmpDir, `loa-tts-${randomUUID()}.mp3`);
     try {
       wav = await this.speak(text, options);
-      await this.options.audio.render([{ file: wav }], mp3, { maxDurationMs: PREVIEW_MAX_MS });
+      try {
+        await this.options.audio.render([{ file: wav }], mp3, { maxDurationMs: PREVIEW_MAX_MS });
+      } catch (err) {
+        if (err instanceof AppError) throw err;
+        throw withCause(
+          new AppError(
+            'internal',
+            `The preview could not be encoded: ffmpeg could not read what the engine (${ENGINE_NAMES[this.engine.kind]}) wrote. It has been logged.`,
+          ),
+          err,
+        );
+      }
       return await fs.promises.readFile(mp3);
     } finally {
       this.previewsRunning--;
@@ -193,6 +205,43 @@ export class TtsService {
     for (const row of this.repo.list()) entries.set(row.abbreviation, row.expansion);
     return entries;
   }
+}
+
+/** How engines are named to users: the kind, never a path. */
+const ENGINE_NAMES: Record<SpeechEngine['kind'], string> = {
+  command: 'TTS_COMMAND',
+  'espeak-ng': 'espeak-ng',
+  'espeak-ng-wasm': 'espeak-ng, WebAssembly build',
+};
+
+/** `err` as the cause of `appError`, so that the log of the 500 shows what really happened. */
+function withCause(appError: AppError, err: unknown): AppError {
+  appError.cause = err;
+  return appError;
+}
+
+/**
+ * An engine failure as a problem a user can read: which engine and what went wrong (crashed, too slow,
+ * wrote nothing or not a WAV), without paths or the engine's own output, which go to the log.
+ */
+export function speechFailure(kind: SpeechEngine['kind'], err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  let what = 'failed';
+  if (err instanceof SpeechOutputError) what = err.reason;
+  else if (err instanceof ToolError) {
+    if (err.timedOut) what = 'took too long and was stopped';
+    else if (err.message.startsWith('could not start')) what = 'could not be started';
+    else if (err.message.includes('wrote more than')) what = 'wrote too much output and was stopped';
+    else if (err.exitCode !== null) what = `exited with code ${err.exitCode}`;
+    else what = 'was killed';
+  }
+  return withCause(
+    new AppError(
+      'internal',
+      `Text-to-speech failed: the engine (${ENGINE_NAMES[kind]}) ${what}. It has been logged.`,
+    ),
+    err,
+  );
 }
 
 function toView(key: string, row: AbbreviationRow | undefined): AbbreviationView {
