@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
+import { approvedRelay } from './support/programmes.js';
 
 const media = {
   kind: 'media',
@@ -154,12 +155,24 @@ describe('commands (no devices connected)', () => {
     expect((await send({ type: 'volume', params: { level: 10 }, targets }, technician)).statusCode).toBe(202);
 
     const broadcaster = await t.createUser('broadcaster', tree.communeA.id);
+    // What a commune broadcaster airs has been approved by someone else: a raw URL is refused.
+    const raw = await send({ type: 'play', params: { source: media }, targets }, broadcaster);
+    expect(raw.statusCode).toBe(403);
+    expect(problem(raw).detail).toContain('source.kind "programme"');
+    const programme = {
+      kind: 'programme',
+      programmeId: (await approvedRelay(t, broadcaster, tree.communeA.id)).id,
+    };
     expect(
-      (await send({ type: 'play', params: { source: media }, targets, priority: 'priority' }, broadcaster))
-        .statusCode,
+      (
+        await send(
+          { type: 'play', params: { source: programme }, targets, priority: 'priority' },
+          broadcaster,
+        )
+      ).statusCode,
     ).toBe(202);
     const emergency = await send(
-      { type: 'play', params: { source: media }, targets, priority: 'emergency' },
+      { type: 'play', params: { source: programme }, targets, priority: 'emergency' },
       broadcaster,
     );
     expect(emergency.statusCode).toBe(403);

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SimDevice } from '../firmware-sim/src/index.js';
 import { createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
+import { approvedRelay } from './support/programmes.js';
 import { waitFor } from './support/wait.js';
 
 const SPEED = 100; // 30 s of audio plays in 300 ms
@@ -95,8 +96,13 @@ describe('devices obey the API', () => {
     const elsewhere = await device(tree.hamletB.id, 'Cụm loa thôn Tây');
 
     const broadcaster = await t.createUser('broadcaster', tree.communeA.id);
+    const relay = await approvedRelay(t, broadcaster, tree.communeA.id);
     const play = await send(
-      { type: 'play', params: { source: media(600_000) }, targets: { areaIds: [tree.communeA.id] } },
+      {
+        type: 'play',
+        params: { source: { kind: 'programme', programmeId: relay.id } },
+        targets: { areaIds: [tree.communeA.id] },
+      },
       broadcaster,
     );
     expect(play).toMatchObject({ targets: 3, sent: 3 });

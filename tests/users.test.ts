@@ -184,18 +184,7 @@ describe('managing accounts', () => {
     await t.createDevice(tree.hamletA.id);
     const sent = await t.request('POST', '/api/v1/commands', {
       token: userToken,
-      body: {
-        type: 'play',
-        params: {
-          source: {
-            kind: 'media',
-            url: 'https://media.loa.example/ban-tin.mp3',
-            sha256: 'ab'.repeat(32),
-            durationMs: 30_000,
-          },
-        },
-        targets: { areaIds: [tree.communeA.id] },
-      },
+      body: { type: 'volume', params: { level: 40 }, targets: { areaIds: [tree.communeA.id] } },
     });
     expect(sent.statusCode).toBe(202);
     const commandId = sent.json<{ id: string }>().id;

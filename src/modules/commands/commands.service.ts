@@ -65,6 +65,9 @@ const ROLES_FOR_TYPE: Record<CommandType, readonly Role[]> = {
   ping: ['admin', 'technician'],
   identify: ['admin', 'technician'],
 };
+/** Who may play an explicit media or stream source instead of an approved programme. */
+const RAW_SOURCE_ROLES: readonly Role[] = ['admin', 'district_operator'];
+
 /**
  * Only district staff (and admins) may pre-empt everything with an emergency. This also decides who may
  * end or change one: devices refuse (`lower_priority`) a stop or volume below the priority of what plays,
@@ -260,6 +263,14 @@ export class CommandsService {
         source = resolved.source;
         programme = { programmeId: resolved.programmeId, revisionId: resolved.revisionId };
       } else {
+        // Nothing a commune broadcaster prepares airs before a second person approved it, and a raw URL would
+        // skip that: raw sources are for admins and district staff (who approve, and push emergencies).
+        if (!RAW_SOURCE_ROLES.includes(actor.role)) {
+          throw forbidden(
+            `Your role (${actor.role}) plays approved programmes only: use source.kind "programme" ` +
+              `instead of "${given.kind}"`,
+          );
+        }
         source = given;
       }
       params = { sessionId: newId('ses'), ...rest, source };

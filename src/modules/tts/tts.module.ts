@@ -13,7 +13,8 @@ export default fp<ModuleOptions>(
       app.services.audit,
       await resolveSpeechEngine({ command: config.tts.command, espeakPath: config.tts.espeakPath }),
       clock,
-      { audio: app.services.media.audio },
+      // The store's temporary folder is emptied at start-up: speech left there by a crash does not pile up.
+      { audio: app.services.media.audio, tmpDir: app.services.media.store.tmpDir },
     );
     app.log.info(tts.engineInfo, 'text-to-speech engine');
     app.services.tts = tts;
