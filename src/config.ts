@@ -113,6 +113,8 @@ const envSchema = z.object({
   FFPROBE_PATH: z.string().min(1).optional(),
   ESPEAK_NG_PATH: z.string().min(1).optional(),
   TTS_COMMAND: z.string().min(1).optional(),
+  // The relay probe never reaches loopback or private addresses unless this allows it (docs/programmes.md).
+  RELAY_PROBE_PRIVATE_NETWORKS: flag.default(false),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -144,6 +146,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   health: HealthConfig;
   media: MediaConfig;
+  /** Whether saving a relay may probe an address on a loopback, private or other special network. */
+  relayProbePrivateNetworks: boolean;
   tts: {
     /** An operator's own engine: a command template reading text on stdin and writing WAV (docs/programmes.md). */
     command: string | undefined;
@@ -250,6 +254,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ffmpegPath: e.FFMPEG_PATH,
       ffprobePath: e.FFPROBE_PATH,
     },
+    relayProbePrivateNetworks: e.RELAY_PROBE_PRIVATE_NETWORKS,
     tts: { command: e.TTS_COMMAND, espeakPath: e.ESPEAK_NG_PATH },
     alerts: {
       offlineAfterMs: e.ALERT_OFFLINE_AFTER_S * 1000,

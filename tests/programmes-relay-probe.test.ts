@@ -6,7 +6,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAX_REDIRECTS, probeWarnings, relayProber } from '../src/modules/programmes/relay-probe.js';
+import {
+  isSpecialAddress,
+  MAX_REDIRECTS,
+  probeWarnings,
+  relayProber,
+} from '../src/modules/programmes/relay-probe.js';
 
 const now = () => new Date('2026-06-01T01:00:00.000Z');
 
@@ -26,6 +31,47 @@ describe('relay probe', () => {
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   }
 
+  it('does not probe loopback or private addresses unless allowed, however the address is written', async () => {
+    let requests = 0;
+    const base = await serve((_req, res) => {
+      requests++;
+      res.writeHead(200, { 'content-type': 'audio/mpeg' });
+      res.end();
+    });
+    const port = new URL(base).port;
+    const prober = relayProber({ now });
+    for (const host of ['127.0.0.1', 'localhost', '[::ffff:127.0.0.1]', '[::1]', '0.0.0.0']) {
+      const probe = await prober(`http://${host}:${port}/vov1`);
+      expect(probe, host).toMatchObject({ reachable: false, status: null });
+      expect(probe.error, host).toContain('not probed');
+    }
+    expect(requests).toBe(0);
+    // Allowed, the same station answers: nothing else stood in the way.
+    expect(await relayProber({ now, allowPrivateNetworks: true })(`${base}/vov1`)).toMatchObject({
+      reachable: true,
+    });
+    expect(requests).toBe(1);
+  });
+
+  it('knows which addresses are special', () => {
+    for (const address of [
+      '10.1.2.3',
+      '172.16.0.1',
+      '192.168.1.1',
+      '127.0.0.1',
+      '169.254.169.254',
+      '100.64.0.1',
+    ]) {
+      expect(isSpecialAddress(address), address).toBe(true);
+    }
+    for (const address of ['::1', 'fe80::1', 'fd00::1', '::ffff:192.168.0.1', '::', 'not an address']) {
+      expect(isSpecialAddress(address), address).toBe(true);
+    }
+    for (const address of ['203.113.131.1', '8.8.8.8', '2001:ee0:4f00::1', '::ffff:203.113.131.1']) {
+      expect(isSpecialAddress(address), address).toBe(false);
+    }
+  });
+
   it('reads only the headers of a stream that never ends, and records its content type', async () => {
     let bytesSent = 0;
     let closed!: () => void;
@@ -41,7 +87,7 @@ describe('relay probe', () => {
         closed();
       });
     });
-    const probe = await relayProber({ now })(`${base}/vov1`);
+    const probe = await relayProber({ now, allowPrivateNetworks: true })(`${base}/vov1`);
     expect(probe).toEqual({
       reachable: true,
       status: 200,
@@ -64,7 +110,7 @@ describe('relay probe', () => {
       res.writeHead(200, { 'content-type': 'application/vnd.apple.mpegurl' });
       res.end('#EXTM3U\n');
     });
-    const prober = relayProber({ now });
+    const prober = relayProber({ now, allowPrivateNetworks: true });
     expect(await prober(`${base}/${MAX_REDIRECTS}`)).toMatchObject({
       reachable: true,
       status: 200,
@@ -89,7 +135,7 @@ describe('relay probe', () => {
       res.writeHead(301, { location: to[req.url ?? ''] ?? '/' });
       res.end();
     });
-    const prober = relayProber({ now });
+    const prober = relayProber({ now, allowPrivateNetworks: true });
     expect((await prober(`${base}/file`)).error).toBe(
       'the server redirected to a file: address; only http and https are followed',
     );
@@ -113,7 +159,7 @@ describe('relay probe', () => {
       res.writeHead(403, { 'content-type': 'text/html', 'x-internal': secret });
       res.end(`<h1>Cấm truy cập</h1><p>${secret}</p>`);
     });
-    const prober = relayProber({ now });
+    const prober = relayProber({ now, allowPrivateNetworks: true });
     const forbidden = await prober(`${base}/admin`);
     expect(forbidden).toMatchObject({
       reachable: false,
@@ -133,7 +179,7 @@ describe('relay probe', () => {
     const base = await serve(() => {
       // Accepts the request and never answers.
     });
-    const probe = await relayProber({ now, timeoutMs: 200 })(`${base}/silent`);
+    const probe = await relayProber({ now, timeoutMs: 200, allowPrivateNetworks: true })(`${base}/silent`);
     expect(probe).toMatchObject({
       reachable: false,
       status: null,

@@ -95,7 +95,8 @@ describe('programmes', () => {
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
   beforeEach(async () => {
-    t = await createTestApp();
+    // The stations these tests relay listen on 127.0.0.1, which the probe leaves alone by default.
+    t = await createTestApp({ env: { RELAY_PROBE_PRIVATE_NETWORKS: 'true' } });
     tree = await createAreaTree(t);
     broadcasterA = await t.createUser('broadcaster', tree.communeA.id, 'phat.thanh.vien');
   });

@@ -6,14 +6,17 @@ import { relayProber } from './relay-probe.js';
 
 /** Programmes (uploads, text-to-speech bulletins, relays), approved by a second person and played. */
 export default fp<ModuleOptions>(
-  async (app, { clock }) => {
+  async (app, { clock, config }) => {
     const { areas, media, tts, commands, audit } = app.services;
     app.services.programmes = new ProgrammesService(
       new ProgrammesRepository(app.db),
       areas,
       media,
       tts,
-      relayProber({ now: () => clock.now() }),
+      relayProber({
+        now: () => clock.now(),
+        allowPrivateNetworks: config.relayProbePrivateNetworks,
+      }),
       { hasLivePlay: (programmeId) => commands.hasLivePlay(programmeId) },
       audit,
       clock,
