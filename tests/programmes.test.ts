@@ -383,6 +383,14 @@ describe('programmes', () => {
     expect((await list('?category=health')).items.map((i) => i.id)).toEqual([rabies.id]);
     expect((await list('?status=approved')).total).toBe(0);
     expect((await list(`?areaId=${tree.communeA.id}`)).items.map((i) => i.id)).toEqual([rabies.id]);
+    // The province is above the commune: its programmes are there to air, though the area is not browsable.
+    expect((await list(`?areaId=${tree.province.id}`)).items.map((i) => i.id).sort()).toEqual(
+      [rabies.id, provincial.id].sort(),
+    );
+    expect(
+      (await t.request('GET', `/api/v1/programmes?areaId=${tree.communeB.id}`, { token: broadcasterA }))
+        .statusCode,
+    ).toBe(404);
     expect((await list('?limit=1')).items).toHaveLength(1);
     expect((await list('?limit=1')).total).toBe(2);
 

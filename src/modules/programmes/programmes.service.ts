@@ -70,6 +70,12 @@ function ancestorIds(path: string): string[] {
   return path.split('/').filter(Boolean).slice(0, -1).reverse();
 }
 
+/** The path of the area `id` when it lies on `path` (the actor's own area or one above it), else null. */
+function ancestorPath(path: string | null, id: string): string | null {
+  const at = path?.indexOf(`/${id}/`) ?? -1;
+  return path && at !== -1 ? path.slice(0, at + id.length + 2) : null;
+}
+
 function toSegment(s: {
   mediaId?: string | undefined;
   text?: string | undefined;
@@ -166,8 +172,9 @@ export class ProgrammesService {
   list(actor: Actor, query: ListProgrammesQuery) {
     let withinPath: string | undefined;
     if (query.areaId !== undefined) {
-      const area = this.areas.getVisible(actor, query.areaId);
-      withinPath = area.path;
+      // An area above one's own cannot be browsed, but its programmes are visible (and aired) below it.
+      withinPath =
+        ancestorPath(actor.areaPath, query.areaId) ?? this.areas.getVisible(actor, query.areaId).path;
     }
     const { rows, total } = this.repo.list({
       pathPrefix: actor.areaPath,
