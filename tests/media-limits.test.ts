@@ -18,7 +18,9 @@ const CLIENT = `
 const http = require('node:http');
 const [port, token, total, mode] = process.argv.slice(1);
 const boundary = '----loa-limit-test';
-const head = Buffer.from('--' + boundary + '\\r\\nContent-Disposition: form-data; name="file"; filename="Bản tin quá lớn.wav"\\r\\nContent-Type: audio/wav\\r\\n\\r\\n');
+let fields = '';
+if (mode === 'fields') for (let i = 0; i < 12; i++) fields += '--' + boundary + '\\r\\nContent-Disposition: form-data; name="f' + i + '"\\r\\n\\r\\nThôn Đông\\r\\n';
+const head = Buffer.from(fields + '--' + boundary + '\\r\\nContent-Disposition: form-data; name="file"; filename="Bản tin quá lớn.wav"\\r\\nContent-Type: audio/wav\\r\\n\\r\\n');
 const tail = Buffer.from('\\r\\n--' + boundary + '--\\r\\n');
 const chunk = Buffer.alloc(64 * 1024, 0x55);
 const headers = { authorization: 'Bearer ' + token, 'content-type': 'multipart/form-data; boundary=' + boundary };
@@ -54,7 +56,7 @@ async function streamUpload(
   port: number,
   token: string,
   totalBytes: number,
-  mode: 'chunked' | 'length' | 'abort' = 'chunked',
+  mode: 'chunked' | 'length' | 'abort' | 'fields' = 'chunked',
 ): Promise<{ status: number; body: string; closes: boolean; sent: number }> {
   const child = spawn(process.execPath, ['-e', CLIENT, String(port), token, String(totalBytes), mode], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -122,6 +124,22 @@ describe('upload size limit (MEDIA_MAX_MB=1)', () => {
       body,
     });
     expect(under.status).toBe(415);
+    expect(storeContents(t.dataDir)).toEqual({ hashes: [], temps: [] });
+  });
+
+  it('refuses a form with too many fields before its file without buffering the file (413)', async () => {
+    // The parser stops at its field limit and lets go of the request; what follows (here 128 MB) is
+    // read and thrown away, not queued in memory for a parser that no longer reads (see above for what
+    // memory does grow by).
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
+    const res = await streamUpload(port, t.adminToken, UPLOAD, 'fields');
+    clearInterval(sampler);
+    expect(res.status).toBe(413);
+    expect(JSON.parse(res.body)).toMatchObject({ code: 'payload_too_large' });
+    expect(res).toMatchObject({ sent: UPLOAD, closes: false });
+    expect(Math.max(peak, process.memoryUsage().rss) - before).toBeLessThan(UPLOAD / 2);
     expect(storeContents(t.dataDir)).toEqual({ hashes: [], temps: [] });
   });
 

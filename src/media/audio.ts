@@ -22,7 +22,11 @@ export interface AudioInfo {
   sampleRate: number;
 }
 
-export type RenderPart = { file: string } | { silenceMs: number };
+/**
+ * A file (with its decoded duration when known: it sets the time limits, and a header's claim can be far
+ * off, e.g. MP3s joined by `cat` declare the first one's length) or a silence.
+ */
+export type RenderPart = { file: string; durationMs?: number } | { silenceMs: number };
 
 export interface RenderResult {
   durationMs: number;
@@ -257,9 +261,10 @@ export class Audio {
     }
   }
 
-  async loudness(file: string): Promise<number | null> {
-    const declared = await this.probeDuration(file);
-    return (await this.meterFile(file, declared ?? this.settings.maxDurationMs)).lufs;
+  /** Integrated loudness of a file; `durationMs` (decoded, when known) sets the time limit. */
+  async loudness(file: string, durationMs?: number): Promise<number | null> {
+    const expectedMs = durationMs ?? (await this.probeDuration(file)) ?? this.settings.maxDurationMs;
+    return (await this.meterFile(file, expectedMs)).lufs;
   }
 
   /** ffprobe, restricted to the few fields used so that its output stays small whatever the file's tags. */
@@ -378,10 +383,8 @@ export class Audio {
   private async partsDuration(parts: RenderPart[]): Promise<number> {
     let total = 0;
     for (const part of parts) {
-      total +=
-        'file' in part
-          ? ((await this.probeDuration(part.file)) ?? this.settings.maxDurationMs)
-          : part.silenceMs;
+      if (!('file' in part)) total += part.silenceMs;
+      else total += part.durationMs ?? (await this.probeDuration(part.file)) ?? this.settings.maxDurationMs;
     }
     return total;
   }

@@ -20,6 +20,9 @@ import { isSha256 } from './store.js';
 export const LINK_MARGIN_MS = 3_600_000;
 
 const FILE_NAME = /^([0-9a-f]{64})\.mp3$/;
+/** Unix seconds as urlFor writes them: digits, no sign, no leading zero, at most 12 (year 33658). */
+const EXPIRES = /^[1-9]\d{0,11}$/;
+/** 32 bytes in unpadded base64url. */
 const SIGNATURE = /^[A-Za-z0-9_-]{43}$/;
 
 /**
@@ -70,11 +73,19 @@ export class DownloadLinks {
   verify(file: string, expires: string | undefined, signature: string | undefined): string {
     const match = FILE_NAME.exec(file);
     const sha256 = match?.[1];
-    if (!sha256 || !expires || !signature || !/^\d{1,12}$/.test(expires) || !SIGNATURE.test(signature)) {
+    // Exactly the text urlFor writes, nothing equivalent: `expires=0123` or a signature whose unused last
+    // bits differ (43 characters carry 258 bits for 256) would otherwise be other spellings of one link.
+    const given = signature && SIGNATURE.test(signature) ? Buffer.from(signature, 'base64url') : null;
+    if (
+      !sha256 ||
+      !expires ||
+      !EXPIRES.test(expires) ||
+      !given ||
+      given.toString('base64url') !== signature
+    ) {
       throw new AppError('invalid_signature', 'The link is malformed: ask for a new command');
     }
     const expected = this.sign(sha256, Number(expires));
-    const given = Buffer.from(signature, 'base64url');
     // Constant time, so the signature cannot be guessed byte by byte from response times.
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       throw new AppError('invalid_signature', 'The link signature is not valid');

@@ -117,12 +117,24 @@ export class MediaStore {
           });
         }
       };
+      // A stream destroyed before it reached us (a multipart parser gives up on a part cut short before
+      // the route reads it) will send no more events: waiting for its end would wait forever.
+      if (stream.destroyed) {
+        fail(stream.errored ?? new Error('the stream was closed before it was read'));
+        return;
+      }
       stream.on('data', onData);
-      stream.once('error', fail);
-      out.once('error', fail);
+      // `on`, not `once`: a second 'error' with no listener left would crash the process.
+      stream.on('error', fail);
+      out.on('error', fail);
+      // Closed without an end (destroyed with no error): the rest will never come.
+      stream.once('close', () => {
+        if (!stream.readableEnded) fail(new Error('the stream was closed before its end'));
+      });
       stream.once('end', () => {
         if (settled) return;
-        out.end(() => {
+        out.end((err?: Error | null) => {
+          if (err) return fail(err);
           if (settled) return;
           settled = true;
           resolve({ tempPath, sha256: hash.digest('hex'), sizeBytes: size });
@@ -167,6 +179,13 @@ export class MediaStore {
     await fsp.mkdir(path.dirname(target), { recursive: true });
     // Read-only: a stored file must never change under its name.
     await fsp.chmod(received.tempPath, 0o444);
+    // The time of arrival in the store, not of the upload's last byte: inspecting and rendering a long
+    // recording can take longer than the clean-up's hour, which must not find its original old and unnamed
+    // before its row is written.
+    const now = new Date();
+    await fsp.utimes(received.tempPath, now, now);
+    // Atomic: the name shows the whole file or nothing. Two uploads of the same bytes racing here both
+    // rename a complete copy; the second replaces the first with identical bytes.
     await fsp.rename(received.tempPath, target);
     return stored;
   }
@@ -239,14 +258,32 @@ export class MediaStore {
   async removeIfOlderThan(sha256: string, before: Date): Promise<boolean> {
     const file = this.pathOf(sha256);
     try {
-      const stat = await fsp.stat(file);
-      if (stat.mtime >= before) return false;
+      if ((await fsp.stat(file)).mtime >= before) return false;
+    } catch {
+      return false;
+    }
+    // Checking the time and then removing would leave a gap in which an upload reuses the file (`adopt`
+    // or `touch` refreshes its time and the row follows) and loses it. So the file is first moved out of
+    // its name (atomic), and only then checked again: a refresh that came before the move is seen here and
+    // the file is put back; one that comes after finds no file, and its upload stores or renders its own.
+    const doomed = this.tempPath('.removed');
+    try {
+      await fsp.rename(file, doomed);
     } catch {
       return false;
     }
     this.sizes.delete(sha256);
-    await removeQuietly(file);
-    return true;
+    try {
+      if ((await fsp.stat(doomed)).mtime >= before) {
+        // Back under its name (if an upload has stored the same bytes there meanwhile, they are replaced by
+        // the same bytes).
+        await fsp.rename(doomed, file);
+        return false;
+      }
+      return true;
+    } finally {
+      await removeQuietly(doomed);
+    }
   }
 
   /** Removes temporary files older than `before` (uploads or renders that died without cleaning up). */

@@ -240,3 +240,30 @@ export async function probe(file: string): Promise<ProbedAudio> {
     durationMs: Math.round(Number(json.format.duration ?? 0) * 1000),
   };
 }
+
+/**
+ * A PCM WAV with `channels` channels (9 or more: no standard layout), written byte by byte. ffprobe reads
+ * it and it decodes, but ffmpeg cannot mix it down to mono: a file that passes inspection and then fails
+ * processing.
+ */
+export function makeManyChannelWav(dir: string, options: { channels: number; seconds: number }): string {
+  const rate = 8000;
+  const data = Buffer.alloc(options.channels * 2 * rate * options.seconds);
+  for (let i = 0; i < data.length / 2; i++) data.writeInt16LE(Math.round(8000 * Math.sin(i / 7)), i * 2);
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0, 'latin1');
+  header.writeUInt32LE(36 + data.length, 4);
+  header.write('WAVEfmt ', 8, 'latin1');
+  header.writeUInt32LE(16, 16);
+  header.writeUInt16LE(1, 20);
+  header.writeUInt16LE(options.channels, 22);
+  header.writeUInt32LE(rate, 24);
+  header.writeUInt32LE(rate * options.channels * 2, 28);
+  header.writeUInt16LE(options.channels * 2, 32);
+  header.writeUInt16LE(16, 34);
+  header.write('data', 36, 'latin1');
+  header.writeUInt32LE(data.length, 40);
+  const file = fresh(dir, undefined, '.wav');
+  fs.writeFileSync(file, Buffer.concat([header, data]));
+  return file;
+}

@@ -11,8 +11,8 @@ import type { TestApp } from './app.js';
 export interface FilePart {
   /** What the file holds. */
   bytes: Buffer;
-  /** The name the client claims (raw UTF-8 in the header, as browsers send it). */
-  filename?: string;
+  /** The name the client claims (raw UTF-8 in the header, as browsers send it; a Buffer: those bytes). */
+  filename?: string | Buffer;
   /** The type the client claims. */
   contentType?: string;
   /** Part name; default "file". */
@@ -20,30 +20,40 @@ export interface FilePart {
 }
 
 export function multipartBody(
-  parts: { files?: FilePart[]; fields?: Record<string, string> },
+  parts: {
+    files?: FilePart[];
+    fields?: Record<string, string>;
+    /** Fields sent after the files (a client may put the file first). */
+    fieldsAfter?: Record<string, string>;
+  },
   boundary = `----loa${randomBytes(8).toString('hex')}`,
 ): { body: Buffer; contentType: string } {
   const chunks: Buffer[] = [];
-  for (const [name, value] of Object.entries(parts.fields ?? {})) {
-    chunks.push(
-      Buffer.from(
-        `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`,
-        'utf8',
-      ),
-    );
-  }
+  const fields = (values: Record<string, string> | undefined) => {
+    for (const [name, value] of Object.entries(values ?? {})) {
+      chunks.push(
+        Buffer.from(
+          `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`,
+          'utf8',
+        ),
+      );
+    }
+  };
+  fields(parts.fields);
   for (const file of parts.files ?? []) {
-    const filename = file.filename !== undefined ? `; filename="${file.filename}"` : '';
+    const filename =
+      file.filename !== undefined
+        ? Buffer.concat([Buffer.from('; filename="'), Buffer.from(file.filename), Buffer.from('"')])
+        : Buffer.alloc(0);
     chunks.push(
-      Buffer.from(
-        `--${boundary}\r\nContent-Disposition: form-data; name="${file.field ?? 'file'}"${filename}\r\n` +
-          `Content-Type: ${file.contentType ?? 'application/octet-stream'}\r\n\r\n`,
-        'utf8',
-      ),
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${file.field ?? 'file'}"`, 'utf8'),
+      filename,
+      Buffer.from(`\r\nContent-Type: ${file.contentType ?? 'application/octet-stream'}\r\n\r\n`, 'utf8'),
       file.bytes,
       Buffer.from('\r\n'),
     );
   }
+  fields(parts.fieldsAfter);
   chunks.push(Buffer.from(`--${boundary}--\r\n`));
   return { body: Buffer.concat(chunks), contentType: `multipart/form-data; boundary=${boundary}` };
 }
@@ -100,3 +110,8 @@ export function storeContents(dataDir: string): { hashes: string[]; temps: strin
 }
 
 export const sha256Of = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
+
+/** Open file descriptors of this process (Linux), to show that nothing leaks. */
+export function openFds(): number {
+  return fs.readdirSync('/proc/self/fd').length;
+}

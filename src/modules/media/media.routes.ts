@@ -52,6 +52,11 @@ async function drainRest(request: FastifyRequest, parts?: AsyncIterator<Multipar
       } catch {
         // The parser's own complaint about the refused part (its size limit) or an aborted request.
       }
+      // The parser has stopped: at the end of the body, or at an error after which it reads no more (no
+      // boundary, too many fields), leaving the request paused. What is left is read and thrown away here,
+      // not piped into a parser that would buffer it.
+      raw.unpipe();
+      raw.resume();
     })();
   } else {
     raw.resume();
@@ -59,6 +64,23 @@ async function drainRest(request: FastifyRequest, parts?: AsyncIterator<Multipar
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([ended, new Promise((resolve) => (timer = setTimeout(resolve, DRAIN_MS)))]);
   clearTimeout(timer);
+}
+
+/**
+ * What the multipart parser throws, as the catalogue says it: its limits (413), a malformed or cut-short
+ * body (400: no boundary, no closing delimiter, a field declared JSON that is not). Errors of the disk
+ * (they carry a `syscall`) and anything already an AppError pass through.
+ */
+function fromMultipart(err: unknown): unknown {
+  if (err instanceof AppError || !(err instanceof Error) || 'syscall' in err) return err;
+  const code = (err as { code?: string }).code;
+  if (code === 'FST_PARTS_LIMIT' || code === 'FST_FILES_LIMIT' || code === 'FST_FIELDS_LIMIT') {
+    return new AppError(
+      'payload_too_large',
+      `Too many parts in the form (${err.message}): send the part "file" and the fields "title" and "areaId"`,
+    );
+  }
+  return new AppError('bad_request', `The multipart/form-data body could not be read: ${err.message}`);
 }
 
 const routes: FastifyPluginAsyncZod = async (app) => {
@@ -132,6 +154,8 @@ const routes: FastifyPluginAsyncZod = async (app) => {
                 throw fieldError(`body.${part.fieldname}`, 'only one file is accepted, in the part "file"');
               }
               originalName = part.filename || null;
+              // A part cut short (the body ends inside it) fails here: MediaStore.receive sees the stream
+              // the parser destroyed, or its error.
               received = await media.store.receive(part.file, maxBytes);
             } else if (part.valueTruncated) {
               throw fieldError(`body.${part.fieldname}`, 'is too long');
@@ -142,7 +166,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         } catch (err) {
           if (received) await media.store.discard(received.tempPath);
           await drainRest(request, parts);
-          throw err;
+          throw fromMultipart(err);
         }
         if (!received) throw fieldError('body.file', 'is required: the recording, as a file part');
 
@@ -248,17 +272,34 @@ const downloadQuerySchema = z.object({
 });
 
 /**
+ * How a device download request is logged, when it is (warnings, errors, or a log level below `warn` set
+ * for debugging): as Fastify logs any request, but with the signature blanked out. A signature in a log
+ * would be a working download link for whoever reads the logs.
+ */
+export function redactedRequest(request: FastifyRequest) {
+  return {
+    method: request.method,
+    url: request.url.replace(/([?&]signature=)[^&#]*/gi, '$1[redacted]'),
+    host: request.host,
+    remoteAddress: request.ip,
+    remotePort: request.socket.remotePort,
+  };
+}
+
+/**
  * GET /downloads/<sha256>.mp3?expires=…&signature=… — what devices fetch (docs/protocol.md). No token: the
  * signature is the authorisation. Kept lean because a province's loudspeakers fetch the same file at the
- * same moment: no database query, a remembered file size, the file streamed from disk, and no per-request
- * log lines (two thousand downloads would otherwise write four thousand).
+ * same moment: no database query, the file streamed from disk, and no per-request log lines (two thousand
+ * downloads would otherwise write four thousand). Nothing logged here carries the signature, not even a
+ * mistyped download path (a device adding a slash), which the app's not-found handler would log whole.
  */
 export const deviceDownloadRoutes: FastifyPluginAsyncZod = async (app) => {
   const media = app.services.media;
+  const quiet = { logLevel: 'warn', logSerializers: { req: redactedRequest } } as const;
   app.get(
     '/downloads/:file',
     {
-      logLevel: 'warn',
+      ...quiet,
       schema: {
         tags: ['devices'],
         summary: 'Signed device download of a rendition (no token; Range, ETag, immutable)',
@@ -269,14 +310,12 @@ export const deviceDownloadRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request, reply) => {
       const sha256 = media.links.verify(request.params.file, request.query.expires, request.query.signature);
-      const sizeBytes = await media.store.sizeOf(sha256);
-      if (sizeBytes === null) throw new AppError('not_found', 'The file is no longer stored');
-      return sendAudioFile(
-        request,
-        reply,
-        { path: media.store.pathOf(sha256), sha256, sizeBytes },
-        IMMUTABLE_CACHE,
-      );
+      return sendAudioFile(request, reply, { path: media.store.pathOf(sha256), sha256 }, IMMUTABLE_CACHE);
     },
   );
+  for (const url of ['/downloads', '/downloads/*']) {
+    app.get(url, { ...quiet, schema: { hide: true } }, async (request) => {
+      throw new AppError('not_found', `No route ${request.method} ${request.url.split('?')[0]}`);
+    });
+  }
 };

@@ -9,6 +9,8 @@ export const uploadFieldsSchema = z.object({
     .trim()
     .min(1, 'must not be empty')
     .max(200)
+    // A title is one line of text: no line breaks, tabs or other control characters.
+    .regex(/^\P{Cc}*$/u, 'must not contain control characters (line breaks, tabs, …)')
     .optional()
     .describe('Default: the file name without its extension'),
   areaId: id

@@ -7,6 +7,7 @@ import { newId } from '../../lib/ids.js';
 import { inScope, type Actor } from '../../lib/scope.js';
 import { foldForSearch } from '../../lib/text.js';
 import type { Audio } from '../../media/audio.js';
+import { ToolError } from '../../media/tools.js';
 import { LINK_MARGIN_MS, type DownloadLinks } from '../../media/links.js';
 import type { ServedFile } from '../../media/serve.js';
 import type { MediaStore, ReceivedFile } from '../../media/store.js';
@@ -52,12 +53,33 @@ export function toMediaView(record: MediaRecord): MediaView {
   };
 }
 
-/** "Thông báo.mp3" → "Thông báo"; NFC, as macOS sends decomposed names. */
+/** Longest file name kept (filesystems allow 255 bytes; anything longer was made up by the client). */
+export const MAX_FILE_NAME = 255;
+/**
+ * Control characters, and the bidirectional controls that make "báo\u202Egpj.mp3" display as "báo3pm.jpg":
+ * nothing a person typed, so dropped from names.
+ */
+const UNPRINTABLE = /[\p{Cc}\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu;
+
+/**
+ * The file name as stored: NFC (macOS sends decomposed names), without control characters, and without
+ * any folder (the parser keeps only the last part of `C:\\…\\x.mp3` or `../x.mp3`; this is its second line).
+ * Only ever shown, never used as a path. Null when nothing is left; 400 when absurdly long.
+ */
+export function cleanFileName(name: string | null): string | null {
+  if (!name) return null;
+  const base = name.normalize('NFC').replace(UNPRINTABLE, '').split(/[\\/]/).pop()?.trim() ?? '';
+  if ([...base].length > MAX_FILE_NAME) {
+    throw invalid('body.file', `the file name is longer than ${MAX_FILE_NAME} characters`);
+  }
+  return base === '' || base === '.' || base === '..' ? null : base;
+}
+
+/** "Thông báo.mp3" → "Thông báo", at most 200 characters (whole code points: no half emoji). */
 function titleFromName(name: string | null): string | null {
   if (!name) return null;
-  const base = path.basename(name.normalize('NFC'));
-  const ext = path.extname(base);
-  const title = (ext && ext !== base ? base.slice(0, -ext.length) : base).trim().slice(0, 200);
+  const ext = path.extname(name);
+  const title = [...(ext && ext !== name ? name.slice(0, -ext.length) : name)].slice(0, 200).join('').trim();
   return title || null;
 }
 
@@ -141,7 +163,8 @@ export class MediaService {
       fields.areaId !== undefined
         ? this.areas.requireActionable(actor, fields.areaId, 'areaId').id
         : actor.areaId;
-    const title = fields.title?.normalize('NFC') ?? titleFromName(originalName);
+    const fileName = cleanFileName(originalName);
+    const title = fields.title?.normalize('NFC') ?? titleFromName(fileName);
     if (!title) throw invalid('body.title', 'is required when the file has no name');
 
     const { bitrateKbps, loudnessLufs: targetLufs } = this.settings;
@@ -160,10 +183,13 @@ export class MediaService {
       rendered = previous;
     } else {
       const info = await this.audio.inspect(received.tempPath);
-      const loudnessLufs = await this.audio.loudness(received.tempPath);
       const out = this.store.tempPath('.mp3');
       try {
-        const result = await this.audio.render([{ file: received.tempPath }], out);
+        // The decoded duration, not the header's claim, sets the time limits of what follows.
+        const { loudnessLufs, result } = await this.processed(received, async () => ({
+          loudnessLufs: await this.audio.loudness(received.tempPath, info.durationMs),
+          result: await this.audio.render([{ file: received.tempPath, durationMs: info.durationMs }], out),
+        }));
         const rendition = await this.store.putFile(out);
         rendered = {
           format: info.format,
@@ -185,7 +211,7 @@ export class MediaService {
       areaId,
       title,
       titleSearch: foldForSearch(title),
-      originalName: originalName?.normalize('NFC') ?? null,
+      originalName: fileName,
       format: rendered.format,
       durationMs: rendered.durationMs,
       sizeBytes: original.sizeBytes,
@@ -216,6 +242,30 @@ export class MediaService {
       },
     );
     return toMediaView({ media: row, areaPath: null, creatorName: actor.username });
+  }
+
+  /**
+   * Runs ffmpeg work on a file that Audio.inspect accepted. If ffmpeg still fails on it (a stream that
+   * decodes but cannot be resampled or encoded, or a run over its time limit), that is the file's doing:
+   * 422 audio_undecodable, with ffmpeg's complaint in the log, never a 500. A tool that cannot even start is
+   * the server's fault and stays one.
+   */
+  private async processed<T>(received: ReceivedFile, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      if (!(err instanceof ToolError) || err.message.startsWith('could not start')) throw err;
+      this.log.warn(
+        { sha256: received.sha256, error: err.message, stderr: err.stderr.slice(-2000) },
+        'an accepted upload could not be processed',
+      );
+      throw new AppError(
+        'audio_undecodable',
+        err.timedOut
+          ? 'the audio took longer to process than allowed'
+          : 'the audio could not be processed (damaged or unusual encoding)',
+      );
+    }
   }
 
   /**
@@ -253,7 +303,9 @@ export class MediaService {
    */
   async cleanup(): Promise<{ removed: number; bytes: number; temps: number }> {
     const now = this.clock.now().getTime();
-    const keep = this.repo.referencedHashes(new Date(now - LINK_MARGIN_MS));
+    // Links are valid until the command's expiry plus LINK_MARGIN_MS, rounded up to the second (urlFor):
+    // one more second here, so that no valid link ever names a removed file.
+    const keep = this.repo.referencedHashes(new Date(now - LINK_MARGIN_MS - 1000));
     const olderThan = new Date(now - CLEANUP_MIN_AGE_MS);
     let removed = 0;
     let bytes = 0;
