@@ -111,6 +111,22 @@ describe('inspect', () => {
     expect(err.detail).toMatch(/not audio/);
   });
 
+  it('refuses a playlist in disguise that names another file on the server', async () => {
+    // An HLS playlist is text, refused as such; with one byte that is not UTF-8 it is not text any more, and
+    // ffmpeg would follow it to the file it names if anything but the upload itself could be opened.
+    const secret = await makeSine(dir, { seconds: 1, format: 'mp3', name: 'not-yours.mp3' });
+    const playlist = path.join(dir, 'playlist.mp3');
+    fs.writeFileSync(
+      playlist,
+      Buffer.concat([
+        Buffer.from('#EXTM3U\n#EXT-X-TARGETDURATION:1\n# '),
+        Buffer.from([0xff, 0xfe]),
+        Buffer.from(`\n#EXTINF:1,\nfile:${secret}\n#EXT-X-ENDLIST\n`),
+      ]),
+    );
+    expect((await appError(audio.inspect(playlist))).code).toBe('unsupported_media_type');
+  });
+
   it('refuses a truncated MP3 with 422, saying how much was declared and how much decodes', async () => {
     const err = await appError(audio.inspect(await makeTruncatedMp3(dir, { seconds: 4 })));
     expect(err.code).toBe('audio_undecodable');

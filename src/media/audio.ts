@@ -171,11 +171,12 @@ export class Audio {
     const inputs: string[] = [];
     const chains: string[] = [];
     const labels: string[] = [];
+    let fileCount = 0;
     parts.forEach((part, i) => {
       const label = `p${i}`;
       if ('file' in part) {
-        const input = inputs.length / 2;
-        inputs.push('-i', asInput(part.file));
+        const input = fileCount++;
+        inputs.push(...fileInput(part.file));
         chains.push(
           `[${input}:a:0]aresample=${RATE},aformat=sample_fmts=fltp:sample_rates=${RATE}:channel_layouts=mono[${label}]`,
         );
@@ -280,7 +281,7 @@ export class Audio {
           'json',
           '-show_entries',
           'format=format_name,duration:stream=index,codec_type,codec_name,sample_rate,channels:stream_disposition=attached_pic',
-          asInput(file),
+          ...fileInput(file),
         ],
         { timeoutMs: 30_000, maxOutputBytes: 256 * 1024 },
       );
@@ -312,8 +313,7 @@ export class Audio {
           '-nostats',
           '-v',
           'error',
-          '-i',
-          asInput(file),
+          ...fileInput(file),
           '-map',
           `0:${options.stream}`,
           '-t',
@@ -338,7 +338,7 @@ export class Audio {
 
   /** Decoded duration and integrated loudness of a file's first audio stream, in one pass. */
   private meterFile(file: string, expectedMs: number): Promise<Meter> {
-    return this.meter(['-i', asInput(file), '-map', '0:a:0', '-af', METER], timeLimitFor(expectedMs));
+    return this.meter([...fileInput(file), '-map', '0:a:0', '-af', METER], timeLimitFor(expectedMs));
   }
 
   /** Runs ffmpeg with `args` (inputs, and a graph ending in METER) into nothing and reads the meter. */
@@ -369,7 +369,7 @@ export class Audio {
     try {
       const { stdout } = await runTool(
         this.tools.ffprobe,
-        ['-v', 'error', '-print_format', 'json', '-show_entries', 'format=duration', asInput(file)],
+        ['-v', 'error', '-print_format', 'json', '-show_entries', 'format=duration', ...fileInput(file)],
         { timeoutMs: 30_000, maxOutputBytes: 64 * 1024 },
       );
       const value = Number((JSON.parse(stdout.toString('utf8')) as ProbeJson).format?.duration);
@@ -390,9 +390,13 @@ export class Audio {
   }
 }
 
-/** ffmpeg reads `x:y` as protocol `x`: name local files through the file protocol, whatever they are called. */
-function asInput(file: string): string {
-  return `file:${path.resolve(file)}`;
+/**
+ * A local file as an input. ffmpeg reads `x:y` as protocol `x`: the file protocol names it whatever it is
+ * called, and is the only protocol allowed, so that an upload which is a playlist in disguise (HLS, concat)
+ * cannot make ffmpeg open another file or a URL.
+ */
+function fileInput(file: string): string[] {
+  return ['-protocol_whitelist', 'file', '-i', `file:${path.resolve(file)}`];
 }
 
 function tooLong(durationMs: number, maxDurationMs: number): AppError {
