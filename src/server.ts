@@ -2,7 +2,7 @@
  * The only file that owns the process: reads the configuration, starts the app, and shuts it down
  * gracefully on SIGTERM/SIGINT (stop accepting, close MQTT clients, flush and close the database).
  */
-import { buildApp, REDACT } from './app.js';
+import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 
 async function main(): Promise<void> {
@@ -22,7 +22,7 @@ async function main(): Promise<void> {
     : { level: config.log.level };
   const app = await buildApp({
     config,
-    logger: { ...logger, redact: REDACT },
+    logger,
   });
 
   let closing = false;

@@ -406,6 +406,11 @@ describe('serving files', () => {
         expect([200, 404], url).toContain(res.statusCode);
       }
     }
+    // Any method, any path: the request line is logged without the signature.
+    for (const method of ['POST', 'DELETE'] as const) {
+      await t.app.inject({ method, url: `${p}${query}` });
+      await t.app.inject({ method, url: `/api/v1/media${query}` });
+    }
     const missing = link('0'.repeat(64));
     expect((await t.app.inject({ method: 'GET', url: `${missing.path}${missing.query}` })).statusCode).toBe(
       404,
