@@ -3,11 +3,10 @@
  * leave the approved one airing, and the history. Relays (no rendering) keep most of these fast; one
  * bulletin checks that a play after an edit still sends the approved file.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ProgrammesRepository } from '../src/modules/programmes/programmes.repository.js';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
+import { closedPortUrl } from './support/programmes.js';
 
 type Revision = {
   id: string;
@@ -26,14 +25,6 @@ type Programme = {
   approved: Revision | null;
   history: { action: string; revision: number; by: string; at: string; note: string | null }[];
 };
-
-async function closedPortUrl(): Promise<string> {
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return `http://127.0.0.1:${port}/radio`;
-}
 
 describe('programme approval', () => {
   let t: TestApp;

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
+import { closedPortUrl } from './support/programmes.js';
 import { makeSine } from './support/audio.js';
 
 type Revision = {
@@ -73,15 +74,6 @@ async function upload(t: TestApp, token: string, file: string, fields: Record<st
   });
   if (res.statusCode !== 201) throw new Error(`upload: ${res.statusCode} ${res.body}`);
   return res.json<{ id: string; durationMs: number }>();
-}
-
-/** A relay URL on this machine that nothing listens on: connection refused at once. */
-async function closedPortUrl(): Promise<string> {
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return `http://127.0.0.1:${port}/vov1`;
 }
 
 describe('programmes', () => {

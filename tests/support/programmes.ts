@@ -3,7 +3,18 @@
  * which needs no rendering. Its URL points at a closed local port, so the probe on save fails at once and
  * the programme is saved with a warning, as a stream that is not on air yet would be.
  */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { TestApp } from './app.js';
+
+/** A relay URL on this machine that nothing listens on: connection refused at once. */
+export async function closedPortUrl(pathname = '/vov1'): Promise<string> {
+  const server = http.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return `http://127.0.0.1:${port}${pathname}`;
+}
 
 export async function approvedRelay(
   t: TestApp,
