@@ -57,13 +57,13 @@ export interface AppOptions {
   expirySweepMs?: number;
 }
 
-/** Never logged, whoever builds the logger (server.ts passes its own options). */
 /**
  * How every request is logged: as Fastify does, but with a download link's signature blanked out, whatever
  * the route or method (a signature in a log is a working link for whoever reads it).
  */
 export const LOG_SERIALIZERS = { req: redactedRequest };
 
+/** Never logged, whoever builds the logger (server.ts passes its own options). */
 export const REDACT = [
   'req.headers.authorization',
   '*.password',

@@ -44,12 +44,16 @@ async function removeQuietly(file: string): Promise<void> {
   await fsp.rm(file, { force: true });
 }
 
-/** Sizes remembered by `sizeOf` (a few thousand hashes: more than a province airs in a year). */
-const SIZE_CACHE_ENTRIES = 10_000;
+/** 413 for a file over the upload limit: the same answer whether the upload declared its size or streamed it. */
+export function uploadTooLarge(maxBytes: number): AppError {
+  return new AppError(
+    'payload_too_large',
+    `The file is larger than the limit of ${Math.floor(maxBytes / (1024 * 1024))} MB (MEDIA_MAX_MB)`,
+  );
+}
 
 export class MediaStore {
   readonly tmpDir: string;
-  private readonly sizes = new Map<string, number>();
 
   /** Creates the folders and removes what a previous process left in tmp (uploads it never finished). */
   constructor(readonly dir: string) {
@@ -100,12 +104,7 @@ export class MediaStore {
       const onData = (chunk: Buffer) => {
         size += chunk.length;
         if (size > maxBytes) {
-          fail(
-            new AppError(
-              'payload_too_large',
-              `The file is larger than the limit of ${Math.floor(maxBytes / (1024 * 1024))} MB (MEDIA_MAX_MB)`,
-            ),
-          );
+          fail(uploadTooLarge(maxBytes));
           return;
         }
         hash.update(chunk);
@@ -141,12 +140,6 @@ export class MediaStore {
         });
       });
     });
-  }
-
-  /** `receive` and then into the store. */
-  async putStream(stream: Readable, maxBytes: number): Promise<StoredFile> {
-    const received = await this.receive(stream, maxBytes);
-    return this.adopt(received);
   }
 
   /** Hashes a finished temporary file and moves it into place (or drops it if those bytes are stored). */
@@ -204,24 +197,6 @@ export class MediaStore {
     }
   }
 
-  /**
-   * The size of a stored file, or null if it is not stored. Remembered: stored files never change, and
-   * the device download path then costs no stat per request (removals here forget it).
-   */
-  async sizeOf(sha256: string): Promise<number | null> {
-    const known = this.sizes.get(sha256);
-    if (known !== undefined) return known;
-    try {
-      const { size } = await fsp.stat(this.pathOf(sha256));
-      if (this.sizes.size >= SIZE_CACHE_ENTRIES) this.sizes.clear();
-      this.sizes.set(sha256, size);
-      return size;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw err;
-    }
-  }
-
   /** Removes a temporary file (or nothing, if it was moved into the store or never written). */
   async discard(tempFile: string): Promise<void> {
     await removeQuietly(tempFile);
@@ -272,7 +247,6 @@ export class MediaStore {
     } catch {
       return false;
     }
-    this.sizes.delete(sha256);
     try {
       if ((await fsp.stat(doomed)).mtime >= before) {
         // Back under its name (if an upload has stored the same bytes there meanwhile, they are replaced by

@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError, type FieldError } from '../../errors.js';
 import { IMMUTABLE_CACHE, PRIVATE_CACHE, sendAudioFile } from '../../media/serve.js';
-import type { ReceivedFile } from '../../media/store.js';
+import { uploadTooLarge, type ReceivedFile } from '../../media/store.js';
 import {
   listMediaQuerySchema,
   mediaListSchema,
@@ -137,7 +137,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         }
         // Declared too large: refused without parsing or storing anything.
         const declared = Number(request.headers['content-length']);
-        if (declared > maxBytes + MULTIPART_OVERHEAD) throw tooLarge(maxBytes);
+        if (declared > maxBytes + MULTIPART_OVERHEAD) throw uploadTooLarge(maxBytes);
 
         const parts = request.parts();
         const fields: Record<string, string> = {};
@@ -250,13 +250,6 @@ const routes: FastifyPluginAsyncZod = async (app) => {
   );
 };
 
-function tooLarge(maxBytes: number): AppError {
-  return new AppError(
-    'payload_too_large',
-    `The file is larger than the limit of ${Math.floor(maxBytes / (1024 * 1024))} MB (MEDIA_MAX_MB)`,
-  );
-}
-
 function fieldError(field: string, message: string): AppError {
   return new AppError('validation_failed', `${field}: ${message}`, { errors: [{ field, message }] });
 }
@@ -272,9 +265,8 @@ const downloadQuerySchema = z.object({
 });
 
 /**
- * How a device download request is logged, when it is (warnings, errors, or a log level below `warn` set
- * for debugging): as Fastify logs any request, but with the signature blanked out. A signature in a log
- * would be a working download link for whoever reads the logs.
+ * How every request is logged (src/app.ts LOG_SERIALIZERS): as Fastify logs it, but with a download link's
+ * signature blanked out. A signature in a log would be a working download link for whoever reads the logs.
  */
 export function redactedRequest(request: FastifyRequest) {
   return {
@@ -295,7 +287,9 @@ export function redactedRequest(request: FastifyRequest) {
  */
 export const deviceDownloadRoutes: FastifyPluginAsyncZod = async (app) => {
   const media = app.services.media;
-  const quiet = { logLevel: 'warn', logSerializers: { req: redactedRequest } } as const;
+  // The request serializer that blanks the signature is the app's own (LOG_SERIALIZERS in src/app.ts): a
+  // route-level copy would only make Fastify build a logger with its own serializers for every download.
+  const quiet = { logLevel: 'warn' } as const;
   app.get(
     '/downloads/:file',
     {

@@ -4,7 +4,7 @@ import type { MediaRow } from '../../db/schema/index.js';
 import { AppError, forbidden, invalid, notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import { newId } from '../../lib/ids.js';
-import { inScope, type Actor } from '../../lib/scope.js';
+import { inScope, inScopeOrAbove, type Actor } from '../../lib/scope.js';
 import { foldForSearch } from '../../lib/text.js';
 import type { Audio } from '../../media/audio.js';
 import { ToolError } from '../../media/tools.js';
@@ -106,9 +106,7 @@ export class MediaService {
   }
 
   private visible(actor: Actor, record: MediaRecord): boolean {
-    if (actor.areaPath === null || record.media.areaId === null) return true;
-    const areaPath = record.areaPath ?? '';
-    return areaPath.startsWith(actor.areaPath) || actor.areaPath.startsWith(areaPath);
+    return record.media.areaId === null || inScopeOrAbove(actor, record.areaPath ?? '');
   }
 
   private getRecord(actor: Actor, id: string): MediaRecord {

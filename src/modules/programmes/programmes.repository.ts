@@ -37,10 +37,6 @@ export interface ProgrammeListRow {
   durationMs: number | null;
 }
 
-/** `LIKE` with the pattern's own wildcards taken literally. */
-const likeContains = (column: SQL | typeof programmes.titleSearch, needle: string) =>
-  sql`${column} LIKE ${`%${needle.replace(/[\\%_]/g, (c) => `\\${c}`)}%`} ESCAPE '\\'`;
-
 export class ProgrammesRepository {
   constructor(private readonly db: Db) {}
 
@@ -229,7 +225,8 @@ export class ProgrammesRepository {
     if (filter.withinPath !== undefined) where.push(inSubtree(areas.path, filter.withinPath));
     if (filter.status) where.push(eq(programmes.status, filter.status));
     if (filter.category) where.push(eq(programmes.category, filter.category));
-    if (filter.q) where.push(likeContains(programmes.titleSearch, filter.q));
+    // instr, not LIKE (as for media): `%` and `_` typed by a user are plain characters.
+    if (filter.q) where.push(sql`instr(${programmes.titleSearch}, ${filter.q}) > 0`);
     const condition = and(...where);
     const rows = this.db
       .select({

@@ -10,7 +10,7 @@ import type {
 import { AppError, forbidden, invalid, notFound } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
 import { newId } from '../../lib/ids.js';
-import { inScope, type Actor } from '../../lib/scope.js';
+import { inScope, inScopeOrAbove, type Actor } from '../../lib/scope.js';
 import { foldForSearch } from '../../lib/text.js';
 import type { RenderPart, RenderResult } from '../../media/audio.js';
 import { ToolError } from '../../media/tools.js';
@@ -229,7 +229,7 @@ export class ProgrammesService {
     validUntil: Date,
   ): { source: PlaySource; programmeId: string; revisionId: string } {
     const found = this.repo.findById(programmeId);
-    if (!found || !this.canSee(actor, found.areaPath)) {
+    if (!found || !inScopeOrAbove(actor, found.areaPath)) {
       throw new AppError('not_found', `params.source.programmeId: programme ${programmeId} not found`);
     }
     const { programme } = found;
@@ -496,20 +496,14 @@ export class ProgrammesService {
 
   // ---------------------------------------------------------------- rules
 
-  /** Seen by those below the programme's area (who edit it if allowed) and those above (who air it). */
-  private canSee(actor: Actor, areaPath: string): boolean {
-    return (
-      actor.areaPath === null || areaPath.startsWith(actor.areaPath) || actor.areaPath.startsWith(areaPath)
-    );
-  }
-
   private requireRole(actor: Actor, roles: readonly Role[], what: string): void {
     if (!roles.includes(actor.role)) throw forbidden(`Your role (${actor.role}) cannot ${what}`);
   }
 
+  /** Seen by those below the programme's area (who edit it if allowed) and those above (who air it). */
   private requireVisible(actor: Actor, id: string): ProgrammeWithArea {
     const found = this.repo.findById(id);
-    if (!found || !this.canSee(actor, found.areaPath)) throw notFound('Programme');
+    if (!found || !inScopeOrAbove(actor, found.areaPath)) throw notFound('Programme');
     return found;
   }
 
@@ -685,12 +679,17 @@ export class ProgrammesService {
     const temporary: string[] = [];
     try {
       const parts: RenderPart[] = [];
-      // Originals, not renditions: the bulletin is encoded once, from the best copy there is.
-      if (jingles.intro) parts.push({ file: this.media.store.pathOf(jingles.intro.sha256) });
+      // Originals, not renditions: the bulletin is encoded once, from the best copy there is. With their
+      // decoded durations (measured at upload), so that the render need not probe them for its time limit.
+      const original = (item: MediaRow): RenderPart => ({
+        file: this.media.store.pathOf(item.sha256),
+        durationMs: item.durationMs,
+      });
+      if (jingles.intro) parts.push(original(jingles.intro));
       for (const [i, segment] of content.segments.entries()) {
         const item = media[i];
         if (item) {
-          parts.push({ file: this.media.store.pathOf(item.sha256) });
+          parts.push(original(item));
         } else if ('silenceMs' in segment) {
           parts.push({ silenceMs: segment.silenceMs });
         } else if ('text' in segment) {
@@ -700,7 +699,7 @@ export class ProgrammesService {
           parts.push({ file: wav });
         }
       }
-      if (jingles.outro) parts.push({ file: this.media.store.pathOf(jingles.outro.sha256) });
+      if (jingles.outro) parts.push(original(jingles.outro));
 
       const out = this.media.store.tempPath('.mp3');
       temporary.push(out);
