@@ -88,6 +88,9 @@ const envSchema = z.object({
     .regex(/^\d+(\.\d+){0,2}$/, 'must be a version such as 1.4.0')
     .optional(),
   HEALTH_PLAYBACK_FAILURES: z.coerce.number().int().min(1).default(3),
+  // Schedules and the playback log (docs/schedules.md)
+  MEDIA_LEAD_S: z.coerce.number().int().min(0).max(600).default(60),
+  PLAYBACK_LOG_RETENTION_DAYS: z.coerce.number().int().min(1).default(400),
   ALERT_OFFLINE_AFTER_S: z.coerce.number().int().min(0).default(600),
   ALERT_DEGRADED_AFTER_S: z.coerce.number().int().min(0).default(1800),
   ALERT_WEBHOOK_URL: z.url().optional(),
@@ -145,6 +148,11 @@ export interface Config {
   /** A graceful shutdown that takes longer than this is cut short (exit 1). */
   shutdownTimeoutMs: number;
   health: HealthConfig;
+  schedules: {
+    /** How early a play of a file is sent, with `startAt`, so devices download it before the slot. */
+    mediaLeadMs: number;
+    playbackLogRetentionMs: number;
+  };
   media: MediaConfig;
   /** Whether saving a relay may probe an address on a loopback, private or other special network. */
   relayProbePrivateNetworks: boolean;
@@ -231,6 +239,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     auth: { adminPassword: e.ADMIN_PASSWORD, tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000 },
     metricsToken: e.METRICS_TOKEN,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_S * 1000,
+    schedules: {
+      mediaLeadMs: e.MEDIA_LEAD_S * 1000,
+      playbackLogRetentionMs: e.PLAYBACK_LOG_RETENTION_DAYS * 86_400_000,
+    },
     health: {
       heartbeatMs: e.HEARTBEAT_S * 1000,
       silentAfterMs: e.HEARTBEAT_S * e.SILENT_AFTER_HEARTBEATS * 1000,

@@ -18,6 +18,7 @@ export const ERROR_CATALOGUE = {
   in_use: { status: 409, title: 'Still in use' },
   not_approved: { status: 409, title: 'The programme is not approved' },
   invalid_transition: { status: 409, title: "Not possible in the programme's current status" },
+  schedule_conflict: { status: 409, title: 'Overlaps other schedules on the same loudspeakers' },
   idempotency_key_in_use: { status: 409, title: 'A request with this Idempotency-Key is still in progress' },
   idempotency_key_reused: { status: 422, title: 'The Idempotency-Key was used for a different request' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
@@ -47,7 +48,12 @@ export class AppError extends Error {
   constructor(
     readonly code: ErrorCode,
     readonly detail?: string,
-    readonly extra: { errors?: FieldError[]; retryAfterS?: number } = {},
+    readonly extra: {
+      errors?: FieldError[];
+      retryAfterS?: number;
+      /** RFC 9457 extension members added to the body, e.g. `conflicts` of a schedule_conflict. */
+      members?: Record<string, unknown>;
+    } = {},
   ) {
     super(detail ?? ERROR_CATALOGUE[code].title);
     this.status = ERROR_CATALOGUE[code].status;
@@ -64,11 +70,14 @@ export interface Problem {
   instance?: string;
   code: ErrorCode;
   errors?: FieldError[];
+  [member: string]: unknown;
 }
 
 export function toProblem(err: AppError, instance?: string): Problem {
   const entry = ERROR_CATALOGUE[err.code];
   return {
+    // Extension members first: they can never replace a standard member.
+    ...err.extra.members,
     type: problemType(err.code),
     title: entry.title,
     status: entry.status,

@@ -105,6 +105,12 @@ export const playParamsSchema = z.object({
   sessionId: idString,
   source: playSourceSchema,
   offsetMs: z.number().int().min(0).optional(),
+  /**
+   * Optional (added in v1): the instant at which the device should be at `offsetMs` (0 when absent). In
+   * the future: fetch the file now, start then. In the past (received late): join where the broadcast now
+   * is, `offsetMs` + (now − startAt). A device without it plays on receipt from `offsetMs`.
+   */
+  startAt: isoDateTime.optional(),
   volume: volumeLevel.optional(),
   repeat: z.number().int().min(1).optional(),
 });

@@ -5,3 +5,4 @@ export * from './commands.js';
 export * from './audit.js';
 export * from './health.js';
 export * from './programmes.js';
+export * from './schedules.js';

@@ -34,7 +34,15 @@ export type AuditAction =
   | 'area.jingles_update'
   | 'tts.abbreviation_set'
   | 'tts.abbreviation_delete'
-  | 'alert.acknowledged';
+  | 'alert.acknowledged'
+  | 'schedule.create'
+  | 'schedule.update'
+  | 'schedule.delete'
+  | 'schedule.pause'
+  | 'schedule.resume'
+  /** The server sent a schedule's occurrence (actor null), or resumed one after pre-emption. */
+  | 'schedule.dispatch'
+  | 'schedule.resume_play';
 
 export class AuditService {
   constructor(
