@@ -65,6 +65,23 @@ const NO_FAULTS: Faults = {
   corruptDownloads: false,
 };
 
+/**
+ * The device's wall clock: what it stamps on acks and log entries, checks `expiresAt` against, and waits on
+ * for a play's `startAt`. Shaped like the server's Clock (src/lib/clock.ts), so a test can hand the same
+ * ManualClock to both; the system clock by default.
+ */
+export interface WallClock {
+  now(): Date;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const systemWallClock: WallClock = {
+  now: () => new Date(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
 export interface SimDeviceOptions {
   /** Device id issued by the API: MQTT clientId and username. */
   id: string;
@@ -80,9 +97,12 @@ export interface SimDeviceOptions {
   heartbeatS?: number;
   /**
    * How much faster than real time simulated time runs: media durations, the heartbeat and the boot time
-   * are divided by it (speed 100: 30 s of audio plays in 300 ms). Timestamps in payloads stay real.
+   * are divided by it (speed 100: 30 s of audio plays in 300 ms). Timestamps in payloads stay real, and
+   * so does a play's `startAt`: it names an instant on the wall clock, not a simulated duration.
    */
   speed?: number;
+  /** The wall clock (see WallClock); tests pass a ManualClock to move past a `startAt` without waiting. */
+  clock?: WallClock;
   /** Firmware version reported in `state`. Default 1.4.2. */
   firmware?: string;
   /** Volume at boot, 0..100. Default 70. */
@@ -198,13 +218,21 @@ interface Playback {
   timer: NodeJS.Timeout | undefined;
 }
 
-/** A media play waiting for its file; whatever plays meanwhile goes on until the file is verified. */
-interface Fetching {
+/**
+ * A play accepted but not on air yet: its file is being downloaded, or its `startAt` has not come (or
+ * both). Whatever plays meanwhile goes on.
+ */
+interface Pending {
+  /** The first command of the session: what starts. */
+  command: PlayCommand;
   sessionId: string;
   /** The play, then any re-sent for the same session meanwhile: all are answered when it ends. */
   commandIds: string[];
   priority: Priority;
-  controller: AbortController;
+  /** The download in flight; undefined once the file is verified, or when there is nothing to fetch. */
+  controller: AbortController | undefined;
+  /** The wall-clock timer that fires at its `startAt`, while that is still ahead. */
+  timer: unknown;
 }
 
 type PlayCommand = Extract<Command, { type: 'play' }>;
@@ -310,7 +338,17 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
 
   private volume: number;
   private playing: Playback | null = null;
-  private fetching: Fetching | null = null;
+  /**
+   * A play due now whose file is still downloading. It counts as what plays for rule 4 (protocol.md §3.6):
+   * a newer play of at least its priority, or a stop, abandons it.
+   */
+  private fetching: Pending | null = null;
+  /**
+   * Plays whose `startAt` is still ahead (their file may be downloading meanwhile). They are not on air
+   * yet, so they do not count for rule 4 until they fall due: a play waiting for its start behaves as if
+   * it had arrived at that start (see fallDue). Only a stop ends one early.
+   */
+  private waiting: Pending[] = [];
   /** Created on the first download: a fleet run with `noDownload` never needs one. */
   private cache: HashCache | undefined;
   private seq = 0;
@@ -356,6 +394,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       noDownload: options.noDownload ?? false,
       downloadTimeoutMs: options.downloadTimeoutMs ?? 30_000,
       cacheEntries: options.cacheEntries ?? 16,
+      clock: options.clock ?? systemWallClock,
     };
     if (!(this.options.speed > 0)) throw new RangeError(`speed must be > 0, got ${this.options.speed}`);
     if (!(this.options.heartbeatS > 0))
@@ -469,7 +508,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     clearTimeout(this.flapTimer);
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.playing?.timer);
-    this.abandonFetch();
+    this.abandonPending();
     this.settleWaiters(new Error(`device ${this.id} closed`));
     const client = this.client;
     this.client = undefined;
@@ -655,9 +694,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       return;
     }
     const ack: Ack =
-      reason === undefined
-        ? { id, status, at: new Date().toISOString() }
-        : { id, status, reason, at: new Date().toISOString() };
+      reason === undefined ? { id, status, at: this.isoNow() } : { id, status, reason, at: this.isoNow() };
     const delay = this.faultState.ackDelayMs;
     if (delay > 0) this.later(delay, () => this.notify('ack', ack));
     else this.notify('ack', ack);
@@ -674,7 +711,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       sessionId: playback.sessionId,
       commandId: playback.commandId,
       event,
-      at: new Date().toISOString(),
+      at: this.isoNow(),
     };
     if (reason !== undefined) entry.reason = reason;
     this.notify('log', entry);
@@ -691,7 +728,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     if (!this.ready || this.faultState.silent) return;
     const onBattery = this.faultState.powerCut;
     this.notify('telemetry', {
-      at: new Date().toISOString(),
+      at: this.isoNow(),
       uptimeS: Math.floor((now - this.bootedAt) / 1_000),
       rssiDbm: Math.round(this.rssiBase + (Math.random() - 0.5) * 6),
       supplyVoltage: round(
@@ -704,6 +741,15 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       speakerFault: this.faultState.speakerFault,
     });
   };
+
+  /** The device's wall-clock time in ms (see WallClock). */
+  private now(): number {
+    return this.options.clock.now().getTime();
+  }
+
+  private isoNow(): string {
+    return this.options.clock.now().toISOString();
+  }
 
   private later(ms: number, fn: () => void): NodeJS.Timeout {
     const timers = (this.timers ??= new Set());
@@ -741,7 +787,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       if (oldest !== undefined) this.handled.delete(oldest);
     }
     this.stats.handledCommands += 1;
-    this.emit('command', { command, receivedAt, at: new Date() });
+    this.emit('command', { command, receivedAt, at: this.options.clock.now() });
     this.ack(command.id, 'received');
     this.execute(command);
   }
@@ -749,7 +795,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   private execute(raw: { id: string; type: string } & Record<string, unknown>): void {
     // Checked before anything else: a stale command is refused whatever it asks for.
     const expiresAt = typeof raw.expiresAt === 'string' ? Date.parse(raw.expiresAt) : NaN;
-    if (expiresAt <= Date.now()) {
+    if (expiresAt <= this.now()) {
       this.ack(raw.id, 'rejected', 'expired');
       return;
     }
@@ -810,107 +856,198 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
 
   private play(command: PlayCommand): void {
     const params = command.params;
-    const current = this.playing;
     // The server re-sends what a device must be doing when it comes back; the same session keeps playing.
-    if (current?.sessionId === params.sessionId) {
+    // Nothing else is special about a session id: a resume (a new command for an interrupted session,
+    // protocol.md §4) finds the session not playing and starts like any other play.
+    if (this.playing?.sessionId === params.sessionId) {
       this.ack(command.id, 'done');
       return;
     }
-    // ... or keeps downloading: this command is answered with the first, when the file is verified.
-    const fetching = this.fetching;
-    if (fetching?.sessionId === params.sessionId) {
-      fetching.commandIds.push(command.id);
+    // ... or keeps downloading, or waiting for its start: this command is answered with the first.
+    const pending = [this.fetching, ...this.waiting].find((p) => p?.sessionId === params.sessionId);
+    if (pending) {
+      if (!pending.commandIds.includes(command.id)) pending.commandIds.push(command.id);
+      return;
+    }
+    const failure = this.playbackFault();
+    const startAt = params.startAt === undefined ? undefined : Date.parse(params.startAt);
+    if (startAt !== undefined && startAt > this.now()) {
+      // Sent ahead of its slot (protocol.md §3.1 startAt): fetched now, compared with what plays only when
+      // it falls due. A fault the device knows of already fails it now, so the server hears it early.
+      if (failure) {
+        this.failPlay([command.id], params.sessionId, failure);
+        return;
+      }
+      if (this.pastEnd(params, params.offsetMs ?? 0)) {
+        this.ack(command.id, 'rejected', 'offset_past_end');
+        return;
+      }
+      this.accept(command, startAt);
       return;
     }
     // protocol.md rule 4 counts a play being downloaded as if it played: a routine play arriving during
     // an emergency's download must not start once the emergency has ended its download.
-    if (this.outranked(command, [current, fetching])) {
+    if (this.outranked(command, [this.playing, this.fetching])) {
       this.ack(command.id, 'rejected', 'lower_priority');
       return;
     }
-    const failure = this.faultState.speakerFault
-      ? 'speaker_fault'
-      : typeof this.faultState.failPlayback === 'string'
-        ? this.faultState.failPlayback
-        : this.faultState.failPlayback
-          ? 'download_failed'
-          : undefined;
     if (failure) {
       this.failPlay([command.id], params.sessionId, failure);
       return;
     }
-    const durationMs = params.source.durationMs;
-    const totalMs = durationMs === undefined ? undefined : durationMs * (params.repeat ?? 1);
-    const offsetMs = params.offsetMs ?? 0;
-    if (totalMs !== undefined && offsetMs >= totalMs) {
+    // Received late (after its startAt), its content may have ended meanwhile: the same answer as an
+    // offsetMs past the end.
+    if (this.pastEnd(params, this.joinPosition(params))) {
       this.ack(command.id, 'rejected', 'offset_past_end');
       return;
     }
     // Newer wins: a play of at least the priority of the one being downloaded replaces it.
-    if (fetching) this.cancelFetch(fetching, 'preempted');
-    const source = params.source;
-    if (source.kind === 'media') {
-      if (!this.options.noDownload) {
-        this.fetchThenPlay(command, source.url, source.sha256);
-        return;
-      }
-      if (this.corrupted()) {
-        this.stats.downloadFailures += 1;
-        this.failPlay([command.id], params.sessionId, 'checksum_mismatch');
-        return;
-      }
-    }
-    this.startPlayback(command, [command.id]);
+    if (this.fetching) this.cancelPending(this.fetching, 'preempted');
+    this.accept(command, undefined);
+  }
+
+  /** The reason every play fails with while a fault is switched on; undefined without one. */
+  private playbackFault(): string | undefined {
+    const faults = this.faultState;
+    if (faults.speakerFault) return 'speaker_fault';
+    if (typeof faults.failPlayback === 'string') return faults.failPlayback;
+    return faults.failPlayback ? 'download_failed' : undefined;
   }
 
   /**
-   * Downloads and verifies the file, then plays it, unless something newer (a play of at least its
-   * priority, a stop, a reboot) abandoned it meanwhile: that one aborts the request and answers for it.
+   * Where in the session (ms, repeats included) the device should be now: `offsetMs` at `startAt`, plus
+   * the time since then when it is received or started late (protocol.md §3.1). Without `startAt`, at
+   * `offsetMs`, whenever it starts.
    */
-  private fetchThenPlay(command: PlayCommand, url: string, sha256: string): void {
-    const fetching: Fetching = {
+  private joinPosition(params: PlayCommand['params']): number {
+    const offsetMs = params.offsetMs ?? 0;
+    if (params.startAt === undefined) return offsetMs;
+    return offsetMs + Math.max(0, this.now() - Date.parse(params.startAt));
+  }
+
+  private pastEnd(params: PlayCommand['params'], positionMs: number): boolean {
+    const durationMs = params.source.durationMs;
+    return durationMs !== undefined && positionMs >= durationMs * (params.repeat ?? 1);
+  }
+
+  /**
+   * Takes a play on: fetches its file (unless cached or `noDownload`), then starts it at once
+   * (`startAt` undefined) or keeps it waiting until `startAt`, while whatever plays goes on.
+   */
+  private accept(command: PlayCommand, startAt: number | undefined): void {
+    const pending: Pending = {
+      command,
       sessionId: command.params.sessionId,
       commandIds: [command.id],
       priority: command.priority,
-      controller: new AbortController(),
+      controller: undefined,
+      timer: undefined,
     };
-    this.fetching = fetching;
+    const source = command.params.source;
+    if (source.kind === 'media') {
+      if (this.options.noDownload) {
+        if (this.corrupted()) {
+          this.stats.downloadFailures += 1;
+          this.failPlay([command.id], pending.sessionId, 'checksum_mismatch');
+          return;
+        }
+      } else {
+        pending.controller = new AbortController();
+        this.download(pending, source.url, source.sha256);
+      }
+    }
+    if (startAt === undefined) {
+      this.begin(pending);
+      return;
+    }
+    this.waiting.push(pending);
+    pending.timer = this.options.clock.setTimeout(() => this.fallDue(pending), startAt - this.now());
+  }
+
+  /** The play is due: on air now if its file is verified, else as soon as it is. */
+  private begin(pending: Pending): void {
+    if (pending.controller) {
+      this.fetching = pending;
+      return;
+    }
+    this.startPlayback(pending.command, pending.commandIds);
+  }
+
+  /**
+   * A waiting play's `startAt` has come. It is handled as if it had arrived now: rule 4 against what plays
+   * (and downloads) now, and a play of at least that priority is replaced. So sending a play early, to
+   * give the device time for the download, never changes what goes on air: a lower play that began
+   * meanwhile is pre-empted at the start, a higher one that still plays keeps the air and this play is
+   * refused `lower_priority` (the server resumes it when the higher one ends, protocol.md §4).
+   */
+  private fallDue(pending: Pending): void {
+    if (!this.waiting.includes(pending)) return;
+    this.waiting = this.waiting.filter((p) => p !== pending);
+    pending.timer = undefined;
+    if (this.outranked(pending, [this.playing, this.fetching])) {
+      pending.controller?.abort(new Error('download abandoned'));
+      for (const id of pending.commandIds) this.ack(id, 'rejected', 'lower_priority');
+      return;
+    }
+    if (this.fetching) this.cancelPending(this.fetching, 'preempted');
+    this.begin(pending);
+  }
+
+  /**
+   * Downloads and verifies the file of a pending play. When it is verified, a play that is due starts;
+   * one still waiting for its `startAt` starts then. Something newer (a play of at least its priority, a
+   * stop, a reboot) may abandon it meanwhile: that one aborts the request and answers for it.
+   */
+  private download(pending: Pending, url: string, sha256: string): void {
     const cache = (this.cache ??= new HashCache(this.options.cacheEntries));
+    const commandId = pending.command.id;
     const report = (event: Omit<DownloadEvent, 'commandId' | 'sha256'>): void => {
-      this.emit('download', { commandId: command.id, sha256, ...event });
+      this.emit('download', { commandId, sha256, ...event });
     };
+    const controller = pending.controller;
+    if (!controller) return;
     downloadVerified(url, sha256, {
       timeoutMs: this.options.downloadTimeoutMs,
       cache,
-      signal: fetching.controller.signal,
+      signal: controller.signal,
     }).then(
       ({ bytes, fromCache }) => {
-        if (this.fetching !== fetching) return;
-        this.fetching = null;
+        if (!this.holds(pending)) return;
+        pending.controller = undefined;
         // The fault stands for bytes that arrived damaged: a cached hash was verified earlier, so it holds.
         if (!fromCache && this.corrupted()) {
           cache.delete(sha256);
           this.stats.downloadFailures += 1;
           report({ bytes, fromCache, reason: 'checksum_mismatch', detail: 'corruptDownloads fault' });
-          this.failPlay(fetching.commandIds, fetching.sessionId, 'checksum_mismatch');
+          this.dropPending(pending);
+          this.failPlay(pending.commandIds, pending.sessionId, 'checksum_mismatch');
           return;
         }
         if (fromCache) this.stats.cacheHits += 1;
         else this.stats.downloads += 1;
         report({ bytes, fromCache });
-        this.startPlayback(command, fetching.commandIds);
+        if (this.fetching !== pending) return;
+        this.fetching = null;
+        this.startPlayback(pending.command, pending.commandIds);
       },
       (error: unknown) => {
         // Abandoned (superseded, stopped, rebooted, closed): whoever abandoned it has answered for it.
-        if (this.fetching !== fetching) return;
-        this.fetching = null;
+        if (!this.holds(pending)) return;
+        pending.controller = undefined;
+        this.dropPending(pending);
         const reason = error instanceof DownloadError ? error.reason : 'download_failed';
         const detail = error instanceof Error ? error.message : String(error);
         this.stats.downloadFailures += 1;
         report({ bytes: 0, fromCache: false, reason, detail });
-        this.failPlay(fetching.commandIds, fetching.sessionId, reason);
+        // Failed now, not at its startAt: the server learns early that this device will stay silent.
+        this.failPlay(pending.commandIds, pending.sessionId, reason);
       },
     );
+  }
+
+  /** True while the play is still the device's to start (not abandoned, not answered). */
+  private holds(pending: Pending): boolean {
+    return this.fetching === pending || this.waiting.includes(pending);
   }
 
   /** protocol.md §3.1 rule 8: a play that could not be carried out is acked `failed` and logged `failed`. */
@@ -922,24 +1059,35 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   }
 
   /**
-   * Ends a download that something newer overrode. Its play never started, so it is acked `failed` with the
-   * reason (`preempted`, `stopped`) and logged `interrupted`, not `failed`: the device did nothing wrong,
-   * and the server counts `failed` entries against a device's health.
+   * Ends a pending play (downloading or waiting for its start) that something newer overrode. It never
+   * started, so it is acked `failed` with the reason (`preempted`, `stopped`) and logged `interrupted`,
+   * not `failed`: the device did nothing wrong, and the server counts `failed` entries against a device's
+   * health.
    */
-  private cancelFetch(fetching: Fetching, reason: 'preempted' | 'stopped'): void {
-    this.abandonFetch();
-    const [first] = fetching.commandIds;
+  private cancelPending(pending: Pending, reason: 'preempted' | 'stopped'): void {
+    this.dropPending(pending);
+    pending.controller?.abort(new Error('download abandoned'));
+    const [first] = pending.commandIds;
     if (first === undefined) return;
-    for (const id of fetching.commandIds) this.ack(id, 'failed', reason);
-    this.log('interrupted', { sessionId: fetching.sessionId, commandId: first }, reason);
+    for (const id of pending.commandIds) this.ack(id, 'failed', reason);
+    this.log('interrupted', { sessionId: pending.sessionId, commandId: first }, reason);
   }
 
-  /** Aborts the download in flight, answering nothing (a reboot forgets it; close ends everything). */
-  private abandonFetch(): void {
-    const fetching = this.fetching;
-    if (!fetching) return;
-    this.fetching = null;
-    fetching.controller.abort(new Error('download abandoned'));
+  /** Forgets a pending play wherever it is, with its timer; answers nothing. */
+  private dropPending(pending: Pending): void {
+    if (this.fetching === pending) this.fetching = null;
+    this.waiting = this.waiting.filter((p) => p !== pending);
+    if (pending.timer !== undefined) this.options.clock.clearTimeout(pending.timer);
+    pending.timer = undefined;
+  }
+
+  /** Aborts every pending play, answering nothing (a reboot forgets them; close ends everything). */
+  private abandonPending(): void {
+    for (const pending of [this.fetching, ...this.waiting]) {
+      if (!pending) continue;
+      this.dropPending(pending);
+      pending.controller?.abort(new Error('download abandoned'));
+    }
   }
 
   private corrupted(): boolean {
@@ -951,14 +1099,19 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     const params = command.params;
     const durationMs = params.source.durationMs;
     const totalMs = durationMs === undefined ? undefined : durationMs * (params.repeat ?? 1);
-    const offsetMs = params.offsetMs ?? 0;
+    // Computed when it goes on air: a download that outlasted the startAt joins where the broadcast is.
+    const offsetMs = this.joinPosition(params);
+    if (this.pastEnd(params, offsetMs)) {
+      for (const id of commandIds) this.ack(id, 'rejected', 'offset_past_end');
+      return;
+    }
     if (this.playing) this.endPlayback('interrupted', 'preempted', false);
     if (params.volume !== undefined) this.volume = params.volume;
     const playback: Playback = {
       sessionId: params.sessionId,
       commandId: command.id,
       priority: command.priority,
-      startedAt: new Date().toISOString(),
+      startedAt: this.isoNow(),
       startedMono: performance.now(),
       offsetMs,
       totalMs,
@@ -979,20 +1132,21 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   }
 
   private stop(command: StopCommand): void {
-    const current = this.playing;
-    const fetching = this.fetching;
     const sessionId = command.params.sessionId;
-    const affected = current && (sessionId === undefined || sessionId === current.sessionId) ? current : null;
-    const cancels =
-      fetching && (sessionId === undefined || sessionId === fetching.sessionId) ? fetching : null;
-    // protocol.md rule 4: a routine stop must not end an emergency, nor one still downloading.
-    if (this.outranked(command, [affected, cancels])) {
+    const named = <T extends { sessionId: string }>(p: T | null): p is T =>
+      p !== null && (sessionId === undefined || sessionId === p.sessionId);
+    const current = this.playing;
+    const affected = named(current) ? current : null;
+    // Whatever waits to start is ended too: a stop is sent after the play, so it wins over it.
+    const cancels = [this.fetching, ...this.waiting].filter(named);
+    // protocol.md rule 4: a routine stop must not end an emergency, nor one downloading or waiting.
+    if (this.outranked(command, [affected, ...cancels])) {
       this.ack(command.id, 'rejected', 'lower_priority');
       return;
     }
     // Idempotent: stopping a session that is not playing (any more) is done all the same.
     this.ack(command.id, 'done');
-    if (cancels) this.cancelFetch(cancels, 'stopped');
+    for (const pending of cancels) this.cancelPending(pending, 'stopped');
     if (affected) this.endPlayback('interrupted', 'stopped');
   }
 
@@ -1035,7 +1189,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   private reboot(): void {
     this.endPlayback('interrupted', 'reboot', false);
     // Forgotten like the handled ids: the server re-sends the play, which the device then handles afresh.
-    this.abandonFetch();
+    this.abandonPending();
     // Graceful: the done ack and the interrupted entry are already with the MQTT client and leave first.
     this.dropLink('rebooting', true);
     this.seq = 0;
