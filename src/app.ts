@@ -37,8 +37,13 @@ import healthRoutes from './modules/health/health.routes.js';
 import mediaModule from './modules/media/media.module.js';
 import mediaRoutes, { deviceDownloadRoutes, redactedRequest } from './modules/media/media.routes.js';
 import playbackModule from './modules/playback/playback.module.js';
+import playbackRoutes from './modules/playback/playback.routes.js';
 import programmesModule from './modules/programmes/programmes.module.js';
 import programmesRoutes from './modules/programmes/programmes.routes.js';
+import dispatcherModule from './modules/schedules/dispatcher.module.js';
+import schedulesModule from './modules/schedules/schedules.module.js';
+import calendarRoutes from './modules/schedules/calendar.routes.js';
+import schedulesRoutes from './modules/schedules/schedules.routes.js';
 import systemRoutes from './modules/system/system.routes.js';
 import ttsModule from './modules/tts/tts.module.js';
 import ttsRoutes from './modules/tts/tts.routes.js';
@@ -86,10 +91,13 @@ const MODULES = [
   ttsModule,
   healthModule,
   devicesModule,
+  // Before commands: every play a command starts opens its playback log records in the same transaction.
+  playbackModule,
   commandsModule,
   alertsModule,
-  playbackModule,
   programmesModule,
+  dispatcherModule,
+  schedulesModule,
   deviceGatewayModule,
 ];
 
@@ -186,7 +194,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       await api.register(auditRoutes);
       await api.register(mediaRoutes);
       await api.register(programmesRoutes);
+      await api.register(schedulesRoutes);
+      await api.register(calendarRoutes, { clock });
       await api.register(ttsRoutes);
+      await api.register(playbackRoutes);
     },
     { prefix: '/api/v1' },
   );

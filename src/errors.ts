@@ -17,7 +17,7 @@ export const ERROR_CATALOGUE = {
   area_not_empty: { status: 409, title: 'The area still has sub-areas, devices or users' },
   in_use: { status: 409, title: 'Still in use' },
   not_approved: { status: 409, title: 'The programme is not approved' },
-  invalid_transition: { status: 409, title: "Not possible in the programme's current status" },
+  invalid_transition: { status: 409, title: 'Not possible in its current status' },
   schedule_conflict: { status: 409, title: 'Overlaps other schedules on the same loudspeakers' },
   idempotency_key_in_use: { status: 409, title: 'A request with this Idempotency-Key is still in progress' },
   idempotency_key_reused: { status: 422, title: 'The Idempotency-Key was used for a different request' },

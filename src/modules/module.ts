@@ -12,10 +12,12 @@ import type { AuditService } from './audit/audit.service.js';
 import type { AuthService } from './auth/auth.service.js';
 import type { CommandsService } from './commands/commands.service.js';
 import type { DevicesService } from './devices/devices.service.js';
+import type { Dispatcher } from './schedules/dispatcher.js';
 import type { HealthService } from './health/health.service.js';
 import type { MediaService } from './media/media.service.js';
 import type { PlaybackService } from './playback/playback.service.js';
 import type { ProgrammesService } from './programmes/programmes.service.js';
+import type { SchedulesService } from './schedules/schedules.service.js';
 import type { TtsService } from './tts/tts.service.js';
 import type { UsersService } from './users/users.service.js';
 
@@ -32,6 +34,8 @@ export interface Services {
   media: MediaService;
   tts: TtsService;
   programmes: ProgrammesService;
+  schedules: SchedulesService;
+  dispatcher: Dispatcher;
 }
 
 declare module 'fastify' {

@@ -86,6 +86,7 @@ export class Metrics {
   private readonly batchRetries: Counter<'writer'>;
   private readonly batchDropped: Counter<'writer'>;
   private readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+  private readonly dispatchLag: Histogram;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -169,6 +170,14 @@ export class Metrics {
       registers,
     });
 
+    // Late joins after a restart land in the top buckets; on-time dispatch in the first ones.
+    this.dispatchLag = new Histogram({
+      name: 'loa_schedule_dispatch_lag_seconds',
+      help: 'Time from a scheduled occurrence falling due to its play command being published.',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300],
+      registers,
+    });
+
     // The gauges live in the registry and fill themselves at scrape time: nothing here keeps a reference.
     new Gauge({
       name: 'loa_mqtt_connections',
@@ -220,6 +229,10 @@ export class Metrics {
   commandSent(type: string, priority: string, targets: number): void {
     this.commandsSent.inc({ type, priority });
     this.commandTargets.inc({ type }, targets);
+  }
+
+  occurrenceDispatched(lagMs: number): void {
+    this.dispatchLag.observe(Math.max(0, lagMs) / 1000);
   }
 
   /** `latencyMs` is null when the caller does not know when the command was sent: counted, not timed. */

@@ -57,7 +57,10 @@ export const scheduleTargets = sqliteTable(
     deviceId: text('device_id'),
     path: text('path').notNull(),
   },
-  (t) => [index('schedule_targets_schedule_idx').on(t.scheduleId), index('schedule_targets_path_idx').on(t.path)],
+  (t) => [
+    index('schedule_targets_schedule_idx').on(t.scheduleId),
+    index('schedule_targets_path_idx').on(t.path),
+  ],
 );
 
 export const OCCURRENCE_STATUSES = ['planned', 'dispatched', 'skipped', 'cancelled'] as const;
@@ -143,7 +146,14 @@ export const scheduleResolutions = sqliteTable(
   ],
 );
 
-export const PLAYBACK_OUTCOMES = ['played', 'partial', 'failed', 'skipped', 'expired', 'undelivered'] as const;
+export const PLAYBACK_OUTCOMES = [
+  'played',
+  'partial',
+  'failed',
+  'skipped',
+  'expired',
+  'undelivered',
+] as const;
 export type PlaybackOutcome = (typeof PLAYBACK_OUTCOMES)[number];
 
 /**

@@ -75,6 +75,11 @@ export class AreasService {
     return row;
   }
 
+  /** The areas with these ids that exist, with no scope check: for the server's own work (schedules). */
+  byIds(ids: readonly string[]): AreaRow[] {
+    return ids.length === 0 ? [] : this.repo.findMany([...new Set(ids)]);
+  }
+
   /** Direct sub-areas, for callers that already checked the parent is visible. */
   childrenOf(id: string): AreaRow[] {
     return this.repo.children(id);

@@ -6,7 +6,7 @@ import { CommandsService } from './commands.service.js';
 /** Commands to devices: published over MQTT, delivered again on reconnect, acknowledged, expired. */
 export default fp<ModuleOptions>(
   async (app, { clock, jobs, flushOnClose, expirySweepMs }) => {
-    const { devices, areas, audit } = app.services;
+    const { devices, areas, audit, playback } = app.services;
     const commands = new CommandsService(
       new CommandsRepository(app.db),
       devices,
@@ -26,6 +26,8 @@ export default fp<ModuleOptions>(
       // Bound late, like the broker's authenticate: programmes and commands each need the other, and the
       // programmes module is registered after this one.
       (actor, programmeId, validUntil) => app.services.programmes.playSource(actor, programmeId, validUntil),
+      // Every play opens its playback log records in the transaction that creates it.
+      (input) => playback.openRecords(input),
     );
     app.services.commands = commands;
     flushOnClose(() => commands.flush());
@@ -37,6 +39,14 @@ export default fp<ModuleOptions>(
   {
     name: 'commands-module',
     fastify: '5.x',
-    dependencies: ['db', 'broker', 'metrics', 'audit-module', 'areas-module', 'devices-module'],
+    dependencies: [
+      'db',
+      'broker',
+      'metrics',
+      'audit-module',
+      'areas-module',
+      'devices-module',
+      'playback-module',
+    ],
   },
 );

@@ -153,6 +153,37 @@ export class CommandsRepository {
     });
   }
 
+  /**
+   * Like insert(), unless a command with this id exists already: then nothing is inserted and `also(false)`
+   * runs alone in the transaction. Returns whether the command was inserted. The primary key decides, so
+   * the answer holds whoever inserted first.
+   */
+  insertOnce(
+    command: CommandRow,
+    targets: readonly { deviceId: string; sentAt: Date | null }[],
+    also: (inserted: boolean) => void,
+  ): boolean {
+    const { insertDelivery } = this.statements;
+    const expiresAt = command.expiresAt.getTime();
+    const updatedAt = command.createdAt.getTime();
+    return this.db.transaction((tx) => {
+      const inserted = tx.insert(commands).values(command).onConflictDoNothing().run().changes > 0;
+      if (inserted) {
+        for (const t of targets) {
+          insertDelivery.run({
+            commandId: command.id,
+            deviceId: t.deviceId,
+            sentAt: t.sentAt?.getTime() ?? null,
+            expiresAt,
+            updatedAt,
+          });
+        }
+      }
+      also(inserted);
+      return inserted;
+    });
+  }
+
   /** Applies acks that move a delivery forward; returns those, with when the command was sent. */
   applyAcks(acks: readonly AckUpdate[]): { ack: AckUpdate; sentAt: Date | null }[] {
     return this.db.transaction(() => {

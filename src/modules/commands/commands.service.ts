@@ -17,6 +17,7 @@ import {
 import type { AreasService } from '../areas/areas.service.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { DevicesService } from '../devices/devices.service.js';
+import type { OpenRecordsInput } from '../playback/playback.service.js';
 import type { Metrics } from '../../plugins/metrics.js';
 import type {
   AckUpdate,
@@ -48,6 +49,39 @@ export type ProgrammeSourceResolver = (
   programmeId: string,
   validUntil: Date,
 ) => { source: PlaySource; programmeId: string; revisionId: string };
+
+/**
+ * Opens the playback log records of a play (src/modules/playback, PlaybackService.openRecords): one per
+ * target device, written in the transaction that creates the command, so no play is ever sent without the
+ * record that will say what became of it.
+ */
+export type PlaybackRecorder = (input: OpenRecordsInput) => void;
+
+/** A play the server sends itself (see CommandsService.dispatchPlay). */
+export interface DispatchPlayInput {
+  id: string;
+  sessionId: string;
+  deviceIds: readonly string[];
+  priority: Priority;
+  source: PlaySource;
+  volume?: number;
+  /** When the device should be at `offsetMs`: the slot start, or now for a late join or a resume. */
+  startAt: Date;
+  offsetMs?: number;
+  expiresAt: Date;
+  programmeId: string | null;
+  programmeRevisionId: string | null;
+  /** null for a resume: it continues the record its session already has. */
+  playbackRecord: {
+    dueAt: Date;
+    endsAt: Date;
+    scheduleId: string | null;
+    occurrenceId: number | null;
+    plannedMs: number | null;
+  } | null;
+  /** Runs inside the transaction that inserts the command (claim the occurrence, audit); throwing aborts. */
+  also?: () => void;
+}
 
 /** The counters the commands service feeds (src/plugins/metrics.ts). */
 export type CommandMetrics = Pick<
@@ -101,19 +135,34 @@ export function toWire(row: CommandRow): Command {
 }
 
 /**
- * How a command is sent again when a device (re)subscribes. A play joins the broadcast where it now is:
- * `offsetMs` is the time since the command was created plus the offset it started at, so a cluster that
- * rejoins plays in step with the others. A play whose content (duration × repeats) has ended is not sent
- * at all. A stream without a duration has no position to join at and no end, so it goes out as it was.
+ * How a command is sent again when a device (re)subscribes. A play joins the broadcast where it now is,
+ * so a cluster that rejoins plays in step with the others. The broadcast's clock starts at `startAt` when
+ * the play has one (a schedule's occurrence: its slot start, or the moment a late one was sent), else when
+ * the command was created; the position is the time since then plus the offset it started at.
+ *
+ * - Before `startAt` the play goes out unchanged: the device fetches the file and waits for the start.
+ * - After it, `offsetMs` is the position and `startAt` now, so a device that honours `startAt` and one
+ *   that plays on receipt both land at the same place (a stale `startAt` would count the wait twice).
+ * - A play whose content (duration × repeats) has ended is not sent at all. A stream without a duration has
+ *   no position to join at and no end, so it goes out as it was.
  */
 export function resendPayload(row: CommandRow, now: Date): Command | 'ended' {
   const wire = toWire(row);
   if (wire.type !== 'play') return wire;
-  const { source, repeat, offsetMs } = wire.params;
+  const { source, repeat, offsetMs, startAt } = wire.params;
   if (source.durationMs === undefined) return wire;
-  const position = (offsetMs ?? 0) + Math.max(0, now.getTime() - row.createdAt.getTime());
+  const clockStart = startAt === undefined ? row.createdAt.getTime() : Date.parse(startAt);
+  if (startAt !== undefined && now.getTime() < clockStart) return wire;
+  const position = (offsetMs ?? 0) + Math.max(0, now.getTime() - clockStart);
   if (position >= source.durationMs * (repeat ?? 1)) return 'ended';
-  return { ...wire, params: { ...wire.params, offsetMs: position } };
+  return {
+    ...wire,
+    params: {
+      ...wire.params,
+      offsetMs: position,
+      ...(startAt === undefined ? {} : { startAt: now.toISOString() }),
+    },
+  };
 }
 
 /**
@@ -212,6 +261,7 @@ export class CommandsService {
     private readonly clock: Clock,
     private readonly log: FastifyBaseLogger,
     private readonly programmes: ProgrammeSourceResolver | null = null,
+    private readonly openRecords: PlaybackRecorder | null = null,
   ) {
     this.ackWriter = new BatchWriter(
       (acks) => {
@@ -294,7 +344,8 @@ export class CommandsService {
     this.repo.insert(
       row,
       targetIds.map((deviceId) => ({ deviceId, sentAt: readySet.has(deviceId) ? now : null })),
-      () =>
+      () => {
+        if (row.type === 'play') this.openPlayRecords(row, targetIds, null);
         this.audit.record(
           actor,
           'command.create',
@@ -306,7 +357,8 @@ export class CommandsService {
             targets: input.targets,
             targetCount: targetIds.length,
           },
-        ),
+        );
+      },
     );
     const sent = this.publisher.publishCommand(ready, Buffer.from(JSON.stringify(toWire(row))));
     this.metrics.commandSent(row.type, row.priority, targetIds.length);
@@ -322,6 +374,101 @@ export class CommandsService {
       'command sent',
     );
     return { id: row.id, targets: targetIds.length, sent: sent.length, expiresAt: expiresAt.toISOString() };
+  }
+
+  /**
+   * A play the server sends itself: a schedule's occurrence, or a resume after pre-emption. No actor: the
+   * scope was checked when the schedule was saved. Idempotent by id: when a command with this id exists
+   * (the same occurrence dispatched before a crash), it is left as it is and nothing is published
+   * (created=false); `also` still runs, so that a caller whose bookkeeping lags behind catches up.
+   * The command, its deliveries, its playback records and whatever `also` writes commit together.
+   */
+  dispatchPlay(input: DispatchPlayInput): { created: boolean; sent: number } {
+    const now = this.clock.now();
+    const params: CommandRow['params'] = {
+      sessionId: input.sessionId,
+      source: input.source,
+      ...(input.offsetMs ? { offsetMs: input.offsetMs } : {}),
+      startAt: input.startAt.toISOString(),
+      ...(input.volume !== undefined ? { volume: input.volume } : {}),
+    };
+    const row: CommandRow = {
+      id: input.id,
+      type: 'play',
+      priority: input.priority,
+      params,
+      createdBy: null,
+      createdAt: now,
+      expiresAt: input.expiresAt,
+      targetCount: input.deviceIds.length,
+      programmeId: input.programmeId,
+      programmeRevisionId: input.programmeRevisionId,
+    };
+    // Synchronous from here to the publish, as in create().
+    const ready = input.deviceIds.filter((id) => this.publisher.isReady(id));
+    const readySet = new Set(ready);
+    const created = this.repo.insertOnce(
+      row,
+      input.deviceIds.map((deviceId) => ({ deviceId, sentAt: readySet.has(deviceId) ? now : null })),
+      (inserted) => {
+        if (inserted && input.playbackRecord) {
+          this.openPlayRecords(row, input.deviceIds, input.playbackRecord);
+        }
+        input.also?.();
+      },
+    );
+    if (!created) return { created: false, sent: 0 };
+    const sent = this.publisher.publishCommand(ready, Buffer.from(JSON.stringify(toWire(row))));
+    this.metrics.commandSent(row.type, row.priority, input.deviceIds.length);
+    this.log.info(
+      {
+        commandId: row.id,
+        type: row.type,
+        priority: row.priority,
+        targets: input.deviceIds.length,
+        sent: sent.length,
+        by: null,
+      },
+      'command sent',
+    );
+    return { created: true, sent: sent.length };
+  }
+
+  /**
+   * The playback records of a play, in the caller's transaction. A manual play's session runs from its
+   * creation to its expiry, and should air its content in full (duration × repeats; a stream without a
+   * duration has no planned length).
+   */
+  private openPlayRecords(
+    row: CommandRow,
+    deviceIds: readonly string[],
+    scheduled: DispatchPlayInput['playbackRecord'],
+  ): void {
+    if (!this.openRecords) return;
+    const params = row.params as Extract<Command, { type: 'play' }>['params'];
+    const { durationMs } = params.source;
+    this.openRecords({
+      sessionId: params.sessionId,
+      commandId: row.id,
+      deviceIds,
+      priority: row.priority,
+      dueAt: scheduled?.dueAt ?? row.createdAt,
+      endsAt: scheduled?.endsAt ?? row.expiresAt,
+      plannedMs: scheduled
+        ? scheduled.plannedMs
+        : durationMs === undefined
+          ? null
+          : durationMs * (params.repeat ?? 1),
+      programmeId: row.programmeId,
+      programmeRevisionId: row.programmeRevisionId,
+      scheduleId: scheduled?.scheduleId ?? null,
+      occurrenceId: scheduled?.occurrenceId ?? null,
+    });
+  }
+
+  /** A command by id, whoever sent it (no scope: for the server's own decisions, such as resumes). */
+  findCommand(id: string): CommandRow | undefined {
+    return this.repo.findById(id)?.command;
   }
 
   /**

@@ -167,6 +167,11 @@ export class DevicesService {
     return [...out.values()];
   }
 
+  /** The devices with these ids that still exist, with their area paths; no scope check (server work). */
+  withPaths(ids: readonly string[]): DeviceWithPath[] {
+    return ids.length === 0 ? [] : this.repo.findManyWithPath([...new Set(ids)]);
+  }
+
   /** Ids of every device in the subtrees with these paths; the caller has checked the areas' scope. */
   idsInSubtrees(paths: readonly string[]): string[] {
     // A subtree inside another adds nothing, so only the outermost ones are queried. Sorted, a path comes

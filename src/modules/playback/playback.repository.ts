@@ -1,14 +1,207 @@
-import { sql } from 'drizzle-orm';
+import type Database from 'better-sqlite3';
+import { and, desc, eq, gte, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
-import { playbackEvents } from '../../db/schema/index.js';
+import {
+  areas,
+  commandDeliveries,
+  playbackEvents,
+  playbackLog,
+  type DeliveryStatus,
+  type PlaybackOutcome,
+} from '../../db/schema/index.js';
+import { inSubtree } from '../../lib/scope.js';
+import type { Priority } from '../../protocol/index.js';
+import {
+  applyEntry,
+  CLOSE_GRACE_MS,
+  decideOutcome,
+  isFinal,
+  type PlayPosition,
+  type RecordProgress,
+} from './outcome.js';
 
 export type NewPlaybackEvent = typeof playbackEvents.$inferInsert;
+
+export interface OpenRecordsInput {
+  sessionId: string;
+  commandId: string;
+  deviceIds: readonly string[];
+  priority: Priority;
+  dueAt: Date;
+  endsAt: Date;
+  plannedMs: number | null;
+  programmeId: string | null;
+  programmeRevisionId: string | null;
+  scheduleId: string | null;
+  occurrenceId: number | null;
+  closed?: { outcome: 'skipped'; reason: string };
+}
+
+export interface ResumableSession {
+  sessionId: string;
+  commandId: string;
+  scheduleId: string;
+  occurrenceId: number;
+  priority: Priority;
+  dueAt: Date;
+  endsAt: Date;
+}
+
+export interface LogFilter {
+  /** The subtree the caller may see (their own) and, narrower, the one asked for; null: everywhere. */
+  paths: string[];
+  deviceId?: string | undefined;
+  programmeId?: string | undefined;
+  scheduleId?: string | undefined;
+  from?: Date | undefined;
+  to?: Date | undefined;
+  outcome?: PlaybackOutcome | 'pending' | undefined;
+}
+
+export type LogRow = typeof playbackLog.$inferSelect & { areaName: string | null };
+
+/** A record as the closing and the log entries read it (epoch ms). */
+interface ProgressRow {
+  id: number;
+  commandId: string;
+  deviceId: string;
+  scheduleId: string | null;
+  dueAt: number;
+  endsAt: number;
+  plannedMs: number | null;
+  startedAt: number | null;
+  finishedAt: number | null;
+  airedMs: number;
+  playingSince: number | null;
+  joinedAtMs: number | null;
+  interruptions: number;
+  reason: string | null;
+  outcome: PlaybackOutcome | null;
+  receivedAt: number | null;
+}
+
+const PROGRESS_COLUMNS = `id, command_id AS commandId, device_id AS deviceId, schedule_id AS scheduleId,
+  due_at AS dueAt, ends_at AS endsAt, planned_ms AS plannedMs, started_at AS startedAt,
+  finished_at AS finishedAt, aired_ms AS airedMs, playing_since AS playingSince, joined_at_ms AS joinedAtMs,
+  interruptions, reason, outcome, received_at AS receivedAt`;
+
+/** Outcomes decided without any sign of playback: a device's log arriving later may still change them. */
+const WITHOUT_EVIDENCE = new Set<PlaybackOutcome>(['undelivered', 'expired', 'skipped']);
+
+/** Records closed per transaction by the periodic job; more wait for its next run. */
+const CLOSE_BATCH = 2_000;
+
+/**
+ * The hot statements (one per device of a broadcast, one per log entry) are plain better-sqlite3 statements
+ * prepared once: they are INSERT … SELECT and JSON lookups drizzle's builder does not express, and binding
+ * epoch ms directly skips its per-row encoders (as in commands.repository.ts).
+ */
+function prepare(sqlite: Database.Database) {
+  return {
+    programmeTitle: sqlite.prepare<[string | null, string | null], { title: string | null }>(
+      `SELECT COALESCE((SELECT title FROM programme_revisions WHERE id = ?),
+                         (SELECT title FROM programmes WHERE id = ?)) AS title`,
+    ),
+    // One statement for every target: names and area paths joined in SQLite, ids passed as one JSON array
+    // (no variable limit, no statement per chunk size). Devices deleted meanwhile get no record.
+    open: sqlite.prepare(
+      `INSERT INTO playback_log (session_id, command_id, device_id, device_name, area_id, area_path,
+         schedule_id, occurrence_id, programme_id, programme_revision_id, programme_title, priority, due_at,
+         ends_at, planned_ms, outcome, reason, updated_at)
+       SELECT @sessionId, @commandId, d.id, d.name, a.id, a.path, @scheduleId, @occurrenceId, @programmeId,
+         @programmeRevisionId, @programmeTitle, @priority, @dueAt, @endsAt, @plannedMs, @outcome, @reason, @now
+       FROM json_each(@deviceIds) AS j JOIN devices d ON d.id = j.value JOIN areas a ON a.id = d.area_id
+       WHERE true
+       ON CONFLICT (session_id, device_id) DO NOTHING`,
+    ),
+    record: sqlite.prepare<[string, string], ProgressRow>(
+      `SELECT ${PROGRESS_COLUMNS} FROM playback_log WHERE session_id = ? AND device_id = ?`,
+    ),
+    position: sqlite.prepare<[string], { offsetMs: number | null; startAt: string | null }>(
+      `SELECT json_extract(params, '$.offsetMs') AS offsetMs, json_extract(params, '$.startAt') AS startAt
+       FROM commands WHERE id = ?`,
+    ),
+    progress: sqlite.prepare(
+      `UPDATE playback_log SET started_at = @startedAt, finished_at = @finishedAt, aired_ms = @airedMs,
+         playing_since = @playingSince, joined_at_ms = @joinedAtMs, interruptions = @interruptions,
+         reason = @reason, outcome = @outcome, updated_at = @now
+       WHERE id = @id`,
+    ),
+    delivery: sqlite.prepare<
+      [string, string],
+      { status: DeliveryStatus; reason: string | null; sentAt: number | null; updatedAt: number }
+    >(
+      `SELECT status, reason, sent_at AS sentAt, updated_at AS updatedAt FROM command_deliveries
+       WHERE command_id = ? AND device_id = ?`,
+    ),
+    close: sqlite.prepare(
+      `UPDATE playback_log SET outcome = @outcome, reason = @reason, aired_ms = @airedMs,
+         joined_at_ms = @joinedAtMs, playing_since = NULL, sent_at = COALESCE(sent_at, @sentAt),
+         received_at = COALESCE(received_at, @receivedAt), updated_at = @now
+       WHERE id = @id`,
+    ),
+    dueForClosing: sqlite.prepare<[number, number], ProgressRow>(
+      `SELECT ${PROGRESS_COLUMNS} FROM playback_log WHERE outcome IS NULL AND ends_at < ? LIMIT ?`,
+    ),
+    // The delivery only keeps its latest status and time, so what it says is copied while the slot is open:
+    // `received_at` is the first time this sees the delivery received or done (within one closing period).
+    syncDeliveries: sqlite.prepare(
+      `UPDATE playback_log SET
+         sent_at = COALESCE(sent_at, (SELECT d.sent_at FROM command_deliveries d
+           WHERE d.command_id = playback_log.command_id AND d.device_id = playback_log.device_id)),
+         received_at = COALESCE(received_at, (SELECT d.updated_at FROM command_deliveries d
+           WHERE d.command_id = playback_log.command_id AND d.device_id = playback_log.device_id
+             AND d.status IN ('received', 'done')))
+       WHERE outcome IS NULL AND (sent_at IS NULL OR received_at IS NULL)`,
+    ),
+    resumable: sqlite.prepare<
+      [string, number],
+      {
+        sessionId: string;
+        commandId: string;
+        scheduleId: string;
+        occurrenceId: number;
+        priority: Priority;
+        dueAt: number;
+        endsAt: number;
+      }
+    >(
+      // Interrupted by anything but a stop (someone meant it to end), or refused because something of
+      // higher priority was playing when it arrived.
+      `SELECT p.session_id AS sessionId, p.command_id AS commandId, p.schedule_id AS scheduleId,
+         p.occurrence_id AS occurrenceId, p.priority, p.due_at AS dueAt, p.ends_at AS endsAt
+       FROM playback_log p
+       LEFT JOIN command_deliveries d ON d.command_id = p.command_id AND d.device_id = p.device_id
+       WHERE p.device_id = ? AND p.outcome IS NULL AND p.schedule_id IS NOT NULL AND p.ends_at > ?
+         AND p.playing_since IS NULL AND p.finished_at IS NULL
+         AND ((p.interruptions > 0 AND p.reason NOT LIKE 'stopped%')
+              OR (d.status = 'rejected' AND d.reason = 'lower_priority'))
+       ORDER BY p.due_at DESC`,
+    ),
+    pruneRecords: sqlite.prepare(
+      `DELETE FROM playback_log WHERE id IN (SELECT id FROM playback_log WHERE due_at < ? LIMIT ?)`,
+    ),
+    // playback_events has no index on `at`; rows arrive in about time order, so the oldest lie at the lowest
+    // ids: read a window of ids from a cursor and delete its old rows, and stop at a window with none.
+    eventWindow: sqlite.prepare<[number, number], { id: number; at: number }>(
+      `SELECT id, at FROM playback_events WHERE id > ? ORDER BY id LIMIT ?`,
+    ),
+    deleteEvent: sqlite.prepare(`DELETE FROM playback_events WHERE id = ?`),
+  };
+}
+
+const toProgress = (row: ProgressRow): RecordProgress & { endsAt: number; receivedAt: number | null } => row;
 
 export class PlaybackRepository {
   /** Prepared once: it runs for every entry. Values are bound raw (epoch ms), bypassing drizzle's encoders. */
   private readonly insertOnceStmt;
+  private readonly sqlite: Database.Database;
+  private readonly stmts: ReturnType<typeof prepare>;
 
   constructor(private readonly db: Db) {
+    // drizzle keeps its better-sqlite3 connection as $client; the Db type does not spell it out.
+    this.sqlite = (db as unknown as { $client: Database.Database }).$client;
+    this.stmts = prepare(this.sqlite);
     const raw = (name: string) => sql`${sql.placeholder(name)}`;
     this.insertOnceStmt = db
       .insert(playbackEvents)
@@ -28,11 +221,41 @@ export class PlaybackRepository {
   }
 
   /**
-   * Stores the entries in one transaction, each unless the same one (device, seq, command, event, device
-   * time) is already there, and returns the indexes of those that were new. The unique index decides, so
-   * a copy is caught whether it arrives in the same batch or at any later time.
+   * One record per (session, device) for the devices that exist. Plain statements, no transaction of its
+   * own: called inside the caller's (the command's) transaction, it commits or rolls back with it.
    */
-  insertNew(entries: readonly NewPlaybackEvent[]): number[] {
+  openRecords(input: OpenRecordsInput, now: Date): void {
+    if (input.deviceIds.length === 0) return;
+    const title =
+      input.programmeId === null && input.programmeRevisionId === null
+        ? null
+        : (this.stmts.programmeTitle.get(input.programmeRevisionId, input.programmeId)?.title ?? null);
+    this.stmts.open.run({
+      sessionId: input.sessionId,
+      commandId: input.commandId,
+      scheduleId: input.scheduleId,
+      occurrenceId: input.occurrenceId,
+      programmeId: input.programmeId,
+      programmeRevisionId: input.programmeRevisionId,
+      programmeTitle: title,
+      priority: input.priority,
+      dueAt: input.dueAt.getTime(),
+      endsAt: input.endsAt.getTime(),
+      plannedMs: input.plannedMs,
+      outcome: input.closed?.outcome ?? null,
+      reason: input.closed?.reason ?? null,
+      now: now.getTime(),
+      deviceIds: JSON.stringify(input.deviceIds),
+    });
+  }
+
+  /**
+   * Stores the entries in one transaction, each unless the same one (device, seq, command, event, device
+   * time) is already there, applies each new one to its playback record in the same transaction, and
+   * returns the indexes of those that were new. The unique index decides, so a copy is caught whether it
+   * arrives in the same batch or at any later time, and counts once in the record.
+   */
+  insertNew(entries: readonly NewPlaybackEvent[], now: Date): number[] {
     return this.db.transaction(() => {
       const inserted: number[] = [];
       entries.forEach((e, i) => {
@@ -46,9 +269,202 @@ export class PlaybackRepository {
           receivedAt: e.receivedAt.getTime(),
           reason: e.reason ?? null,
         });
-        if (row) inserted.push(i);
+        if (!row) return;
+        inserted.push(i);
+        this.applyToRecord(e, now.getTime());
       });
       return inserted;
     });
+  }
+
+  private applyToRecord(e: NewPlaybackEvent, now: number): void {
+    const row = this.stmts.record.get(e.sessionId, e.deviceId);
+    // Older commands, or one the server does not know: the entry is only stored.
+    if (!row) return;
+    let record = toProgress(row);
+    if (record.outcome !== null) {
+      // Closed without any sign of playback (the device was out of reach): its log, arriving now, says
+      // what really happened, and the record is decided again. Other closed records stay as they are.
+      if (!WITHOUT_EVIDENCE.has(record.outcome)) return;
+      record = { ...record, outcome: null, reason: null };
+    }
+    let position: PlayPosition | null = null;
+    if (e.event === 'started' && record.joinedAtMs === null) {
+      const params = this.stmts.position.get(e.commandId);
+      if (params) {
+        position = {
+          offsetMs: params.offsetMs ?? 0,
+          startAt: params.startAt === null ? null : Date.parse(params.startAt),
+        };
+      }
+    }
+    const next = { ...record, ...applyEntry(record, e, e.at.getTime(), position) };
+    this.stmts.progress.run({
+      id: row.id,
+      startedAt: next.startedAt,
+      finishedAt: next.finishedAt,
+      airedMs: next.airedMs,
+      playingSince: next.playingSince,
+      joinedAtMs: next.joinedAtMs,
+      interruptions: next.interruptions,
+      reason: next.reason,
+      outcome: next.outcome,
+      now,
+    });
+    if (isFinal(next) || row.outcome !== null) this.closeOne({ ...row, ...next }, now);
+  }
+
+  private closeOne(row: ProgressRow, now: number): void {
+    const delivery = this.stmts.delivery.get(row.commandId, row.deviceId) ?? null;
+    const receivedAt =
+      delivery && (delivery.status === 'received' || delivery.status === 'done') ? delivery.updatedAt : null;
+    const closing = decideOutcome(
+      { ...toProgress(row), receivedAt: row.receivedAt ?? receivedAt },
+      delivery,
+      now,
+    );
+    this.stmts.close.run({
+      id: row.id,
+      outcome: closing.outcome,
+      reason: closing.reason,
+      airedMs: closing.airedMs,
+      joinedAtMs: closing.joinedAtMs,
+      sentAt: delivery?.sentAt ?? null,
+      receivedAt,
+      now,
+    });
+  }
+
+  /**
+   * Copies sent/received from the deliveries into the open records, then closes up to CLOSE_BATCH records
+   * whose slot ended more than the grace ago; returns how many it closed (the caller runs it again while
+   * that is a full batch).
+   */
+  closeDue(now: Date): number {
+    const at = now.getTime();
+    return this.db.transaction(() => {
+      this.stmts.syncDeliveries.run();
+      const due = this.stmts.dueForClosing.all(at - CLOSE_GRACE_MS, CLOSE_BATCH);
+      for (const row of due) this.closeOne(row, at);
+      return due.length;
+    });
+  }
+
+  resumable(deviceId: string, now: Date): ResumableSession[] {
+    return this.stmts.resumable.all(deviceId, now.getTime()).map((r) => ({
+      ...r,
+      dueAt: new Date(r.dueAt),
+      endsAt: new Date(r.endsAt),
+    }));
+  }
+
+  /** Deletes up to `batch` records due before `before`; returns how many. */
+  pruneRecords(before: Date, batch: number): number {
+    return this.stmts.pruneRecords.run(before.getTime(), batch).changes;
+  }
+
+  /**
+   * Deletes the raw log entries from before `before` among the `window` entries after id `afterId`; returns
+   * how many, and the cursor of the next window: null when this window held none to delete (or was the last).
+   */
+  pruneEventWindow(before: Date, afterId: number, window: number): { deleted: number; next: number | null } {
+    return this.db.transaction(() => {
+      const rows = this.stmts.eventWindow.all(afterId, window);
+      let deleted = 0;
+      for (const r of rows) {
+        if (r.at < before.getTime()) {
+          this.stmts.deleteEvent.run(r.id);
+          deleted += 1;
+        }
+      }
+      return { deleted, next: deleted === 0 || rows.length < window ? null : rows[rows.length - 1]!.id };
+    });
+  }
+
+  private where(f: LogFilter): SQL | undefined {
+    return and(
+      ...f.paths.map((p) => inSubtree(playbackLog.areaPath, p)),
+      f.deviceId !== undefined ? eq(playbackLog.deviceId, f.deviceId) : undefined,
+      f.programmeId !== undefined ? eq(playbackLog.programmeId, f.programmeId) : undefined,
+      f.scheduleId !== undefined ? eq(playbackLog.scheduleId, f.scheduleId) : undefined,
+      f.from !== undefined ? gte(playbackLog.dueAt, f.from) : undefined,
+      f.to !== undefined ? lt(playbackLog.dueAt, f.to) : undefined,
+      f.outcome === 'pending'
+        ? isNull(playbackLog.outcome)
+        : f.outcome !== undefined
+          ? eq(playbackLog.outcome, f.outcome)
+          : undefined,
+    );
+  }
+
+  /**
+   * Records with their area's current name. While a record is open its sent/received times come from the
+   * delivery of its command (the record keeps them from its closing on, after the delivery may be gone).
+   */
+  private select() {
+    return this.db
+      .select({
+        log: playbackLog,
+        areaName: areas.name,
+        sentAt: sql<number | null>`COALESCE(${playbackLog.sentAt}, ${commandDeliveries.sentAt})`,
+        receivedAt: sql<number | null>`COALESCE(${playbackLog.receivedAt}, CASE WHEN
+          ${commandDeliveries.status} IN ('received', 'done') THEN ${commandDeliveries.updatedAt} END)`,
+      })
+      .from(playbackLog)
+      .leftJoin(areas, eq(areas.id, playbackLog.areaId))
+      .leftJoin(
+        commandDeliveries,
+        and(
+          eq(commandDeliveries.commandId, playbackLog.commandId),
+          eq(commandDeliveries.deviceId, playbackLog.deviceId),
+        ),
+      );
+  }
+
+  private static toRow(
+    this: void,
+    r: {
+      log: typeof playbackLog.$inferSelect;
+      areaName: string | null;
+      sentAt: number | null;
+      receivedAt: number | null;
+    },
+  ): LogRow {
+    return {
+      ...r.log,
+      areaName: r.areaName,
+      sentAt: r.sentAt === null ? null : new Date(r.sentAt),
+      receivedAt: r.receivedAt === null ? null : new Date(r.receivedAt),
+    };
+  }
+
+  /** Newest due first; ties in the order opened, newest first. */
+  list(f: LogFilter, limit: number, offset: number): LogRow[] {
+    return this.select()
+      .where(this.where(f))
+      .orderBy(desc(playbackLog.dueAt), desc(playbackLog.id))
+      .limit(limit)
+      .offset(offset)
+      .all()
+      .map(PlaybackRepository.toRow);
+  }
+
+  /**
+   * The rows after `after` in list order, at most `limit`: each chunk of an export is its own short
+   * statement, found through the (due, id) keyset, so no cursor stays open while the client reads.
+   */
+  chunkAfter(f: LogFilter, after: { dueAt: Date; id: number } | null, limit: number): LogRow[] {
+    const keyset = after
+      ? or(
+          lt(playbackLog.dueAt, after.dueAt),
+          and(eq(playbackLog.dueAt, after.dueAt), lt(playbackLog.id, after.id)),
+        )
+      : undefined;
+    return this.select()
+      .where(and(this.where(f), keyset))
+      .orderBy(desc(playbackLog.dueAt), desc(playbackLog.id))
+      .limit(limit)
+      .all()
+      .map(PlaybackRepository.toRow);
   }
 }

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin';
-import type { ModuleOptions } from '../module.js';
+import type { ModuleOptions, Services } from '../module.js';
 import { ProgrammesRepository } from './programmes.repository.js';
 import { ProgrammesService } from './programmes.service.js';
 import { relayProber } from './relay-probe.js';
@@ -17,7 +17,12 @@ export default fp<ModuleOptions>(
         now: () => clock.now(),
         allowPrivateNetworks: config.relayProbePrivateNetworks,
       }),
-      { hasLivePlay: (programmeId) => commands.hasLivePlay(programmeId) },
+      {
+        hasLivePlay: (programmeId) => commands.hasLivePlay(programmeId),
+        // Bound late: the schedules module is registered after this one (and may be absent in a build).
+        isScheduled: (programmeId) =>
+          (app.services as Partial<Services>).schedules?.airsProgramme(programmeId) ?? false,
+      },
       audit,
       clock,
     );

@@ -59,6 +59,18 @@ export interface Speech {
 /** Whether a command that is still live plays the programme (src/modules/commands). */
 export interface LivePlays {
   hasLivePlay(programmeId: string): boolean;
+  /** Whether a schedule that is not deleted airs the programme (src/modules/schedules). */
+  isScheduled?(programmeId: string): boolean;
+}
+
+/** What a schedule needs of the programme it airs (src/modules/schedules). */
+export interface ScheduleProgramme {
+  id: string;
+  title: string;
+  kind: 'bulletin' | 'relay';
+  approvedRevisionId: string;
+  /** The approved revision's length; null for a relay (a schedule says how long it stays on the stream). */
+  durationMs: number | null;
 }
 
 /** Who makes programmes, and who signs them off: never the same person for one programme. */
@@ -264,6 +276,33 @@ export class ProgrammesService {
     };
   }
 
+  /**
+   * The approved programme a schedule airs: visible to the actor (404 naming `field` otherwise) and approved
+   * once at least (409 not_approved). `actor` null: the server's own read, when it plans occurrences ahead
+   * of a schedule whose programme was checked when it was saved.
+   */
+  scheduleInfo(actor: Actor | null, programmeId: string, field = 'body.programmeId'): ScheduleProgramme {
+    const found = this.repo.findById(programmeId);
+    if (!found || (actor !== null && !inScopeOrAbove(actor, found.areaPath))) {
+      throw new AppError('not_found', `${field}: programme ${programmeId} not found`);
+    }
+    const { programme } = found;
+    if (!programme.approvedRevisionId) {
+      throw new AppError(
+        'not_approved',
+        `"${programme.title}" has never been approved (it is ${programme.status}); only an approved programme can be scheduled`,
+      );
+    }
+    const revision = this.requireRevision(programme.approvedRevisionId).revision;
+    return {
+      id: programme.id,
+      title: programme.title,
+      kind: programme.kind,
+      approvedRevisionId: revision.id,
+      durationMs: programme.kind === 'relay' ? null : revision.durationMs,
+    };
+  }
+
   // ---------------------------------------------------------------- editing
 
   async create(actor: Actor, input: CreateProgrammeInput): Promise<ProgrammeView> {
@@ -448,7 +487,12 @@ export class ProgrammesService {
         `"${programme.title}" is being played by a command that has not expired yet`,
       );
     }
-    // Schedules (a later issue) that air the programme will refuse the delete here too.
+    if (this.livePlays.isScheduled?.(id)) {
+      throw new AppError(
+        'in_use',
+        `"${programme.title}" is aired by a schedule; delete the schedule (or make it air another programme) first`,
+      );
+    }
     const now = this.clock.now();
     this.repo.transaction(() => {
       if (!this.repo.updateProgramme(id, { deletedAt: now, updatedAt: now })) throw notFound('Programme');

@@ -1,0 +1,129 @@
+/**
+ * The monthly broadcast report (báo cáo phát thanh): the figures a district judges each commune's radio by,
+ * per commune and per hamlet below it, for the records due in one Vietnamese calendar month. Every figure
+ * is an SQL aggregate over the (area_path, due_at) index: a year of a province is never loaded as rows.
+ */
+import type Database from 'better-sqlite3';
+import type { Db } from '../../db/index.js';
+import type { AreaRow } from '../../db/schema/index.js';
+import type { Figures } from './playback.schemas.js';
+
+/** Outcomes whose reasons are a failure to air (partial plays aired; their reasons are in the log). */
+const FAILURES = `('failed', 'expired', 'undelivered', 'skipped')`;
+const TOP_REASONS = 5;
+
+/** The records of area `a` (its subtree) due in [@from, @to). */
+const RECORDS_OF_AREA = `playback_log p ON p.area_path >= a.path
+  AND p.area_path < substr(a.path, 1, length(a.path) - 1) || '0' AND p.due_at >= @from AND p.due_at < @to`;
+
+interface CountsRow {
+  areaId: string;
+  occurrences: number;
+  records: number;
+  played: number;
+  partial: number;
+  failed: number;
+  skipped: number;
+  expired: number;
+  undelivered: number;
+  pending: number;
+  airedMs: number;
+}
+
+export class BroadcastReports {
+  private readonly stmts;
+
+  constructor(db: Db) {
+    const sqlite = (db as unknown as { $client: Database.Database }).$client;
+    const areasIn = `a.id IN (SELECT value FROM json_each(@areaIds))`;
+    this.stmts = {
+      areas: sqlite.prepare<{ path: string; upper: string; id: string }, AreaRow>(
+        `SELECT id, name, level, parent_id AS parentId, path FROM areas
+         WHERE id = @id OR (path >= @path AND path < @upper AND level IN ('commune', 'hamlet'))
+         ORDER BY path`,
+      ),
+      counts: sqlite.prepare<{ areaIds: string; from: number; to: number }, CountsRow>(
+        `SELECT a.id AS areaId, COUNT(DISTINCT p.session_id) AS occurrences, COUNT(*) AS records,
+           SUM(p.outcome = 'played') AS played, SUM(p.outcome = 'partial') AS partial,
+           SUM(p.outcome = 'failed') AS failed, SUM(p.outcome = 'skipped') AS skipped,
+           SUM(p.outcome = 'expired') AS expired, SUM(p.outcome = 'undelivered') AS undelivered,
+           SUM(p.outcome IS NULL) AS pending, SUM(p.aired_ms) AS airedMs
+         FROM areas a JOIN ${RECORDS_OF_AREA}
+         WHERE ${areasIn} GROUP BY a.id`,
+      ),
+      bulletins: sqlite.prepare<
+        { areaIds: string; from: number; to: number },
+        {
+          areaId: string;
+          programmeId: string;
+          title: string | null;
+          occurrences: number;
+          targeted: number;
+          played: number;
+          partial: number;
+        }
+      >(
+        `SELECT a.id AS areaId, p.programme_id AS programmeId, MAX(p.programme_title) AS title,
+           COUNT(DISTINCT p.session_id) AS occurrences, COUNT(*) AS targeted,
+           SUM(p.outcome = 'played') AS played, SUM(p.outcome = 'partial') AS partial
+         FROM areas a JOIN ${RECORDS_OF_AREA}
+         WHERE ${areasIn} AND p.programme_id IS NOT NULL
+         GROUP BY a.id, p.programme_id ORDER BY a.id, title, p.programme_id`,
+      ),
+      reasons: sqlite.prepare<
+        { areaIds: string; from: number; to: number; top: number },
+        { areaId: string; outcome: string; reason: string | null; count: number }
+      >(
+        `SELECT areaId, outcome, reason, count FROM (
+           SELECT a.id AS areaId, p.outcome AS outcome, p.reason AS reason, COUNT(*) AS count,
+             ROW_NUMBER() OVER (PARTITION BY a.id ORDER BY COUNT(*) DESC, p.outcome, p.reason) AS rank
+           FROM areas a JOIN ${RECORDS_OF_AREA}
+           WHERE ${areasIn} AND p.outcome IN ${FAILURES}
+           GROUP BY a.id, p.outcome, p.reason)
+         WHERE rank <= @top ORDER BY areaId, rank`,
+      ),
+    };
+  }
+
+  /** The area itself and the communes and hamlets in its subtree, in path order (a parent before its children). */
+  areasOf(area: AreaRow): AreaRow[] {
+    return this.stmts.areas.all({ id: area.id, path: area.path, upper: `${area.path.slice(0, -1)}0` });
+  }
+
+  /** The figures of each area (its whole subtree), for the records due in [from, to). */
+  figures(areaIds: readonly string[], from: Date, to: Date): Map<string, Figures> {
+    const params = { areaIds: JSON.stringify(areaIds), from: from.getTime(), to: to.getTime() };
+    const out = new Map<string, Figures>();
+    for (const id of areaIds) out.set(id, emptyFigures());
+    for (const r of this.stmts.counts.all(params)) {
+      const { areaId, airedMs, ...counts } = r;
+      Object.assign(out.get(areaId)!, counts, { minutesOnAir: Math.round((airedMs ?? 0) / 6_000) / 10 });
+    }
+    for (const { areaId, ...b } of this.stmts.bulletins.all(params)) {
+      out
+        .get(areaId)!
+        .bulletins.push({ ...b, share: b.targeted ? Math.round((b.played / b.targeted) * 1000) / 1000 : 0 });
+    }
+    for (const { areaId, ...r } of this.stmts.reasons.all({ ...params, top: TOP_REASONS })) {
+      out.get(areaId)!.topFailureReasons.push(r);
+    }
+    return out;
+  }
+}
+
+export function emptyFigures(): Figures {
+  return {
+    occurrences: 0,
+    records: 0,
+    played: 0,
+    partial: 0,
+    failed: 0,
+    skipped: 0,
+    expired: 0,
+    undelivered: 0,
+    pending: 0,
+    minutesOnAir: 0,
+    bulletins: [],
+    topFailureReasons: [],
+  };
+}

@@ -1,0 +1,510 @@
+/**
+ * The durable dispatcher with an injected clock: schedules saved through the API air on time (with the
+ * media head start), join late after a restart, are skipped after a long outage, survive a crash on either
+ * side of the commit without a duplicate or a loss, resume after a higher-priority play, and reach a device
+ * that reconnects mid-slot. Real app, real SQLite file (reopened by a second app to play a restart), real
+ * embedded broker and real MQTT clients acting as devices; only the clock is manual.
+ */
+import fs from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import type { MqttClient } from 'mqtt';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { derivedId } from '../src/lib/ids.js';
+import { commandSchema, topics, type Command } from '../src/protocol/index.js';
+import { ADMIN_PASSWORD, createAreaTree, createTestApp, type TestApp } from './support/app.js';
+import { ManualClock } from './support/clock.js';
+import { RefusedWrites, metricValue } from './support/faults.js';
+import { connectDevice, end } from './support/mqtt.js';
+import { approvedRelay } from './support/programmes.js';
+import { waitFor } from './support/wait.js';
+
+type Play = Extract<Command, { type: 'play' }>;
+type Credentials = { clientId: string; username: string; password: string };
+
+/** An instant of 2 December 2026, Vietnamese wall-clock time. */
+const local = (hhmmss: string) => new Date(`2026-12-02T${hhmmss}+07:00`);
+const SLOT = local('06:00:00');
+const SLOT_END = local('06:05:00');
+
+describe('schedules: the durable dispatcher', () => {
+  let t: TestApp;
+  let clock: ManualClock;
+  /** The app running now: t.app, or the one that reopened its data after a restart. */
+  let app: FastifyInstance;
+  let reopened: FastifyInstance | null = null;
+  let token: string;
+  let lines: string[];
+  let tree: Awaited<ReturnType<typeof createAreaTree>>;
+  /** Writes programmes, which admin approves: nobody approves their own. */
+  let editor: string;
+  let device: { id: string; credentials: Credentials };
+  const clients: MqttClient[] = [];
+  const faults: RefusedWrites[] = [];
+
+  const logger = () => ({
+    level: 'info',
+    stream: { write: (line: string) => void lines.push(line) },
+  });
+
+  beforeEach(async () => {
+    lines = [];
+    clock = new ManualClock(local('05:50:00').toISOString());
+    t = await createTestApp({ clock, listen: true, logger: logger() });
+    app = t.app;
+    token = t.adminToken;
+    tree = await createAreaTree(t);
+    editor = await t.createUser('broadcaster', tree.communeA.id);
+    device = await t.createDevice(tree.hamletA.id, 'Cụm loa thôn Đông');
+  });
+  afterEach(async () => {
+    await end(...clients.splice(0));
+    for (const f of faults.splice(0)) f.close();
+    if (reopened) {
+      await reopened.close();
+      reopened = null;
+      fs.rmSync(t.dataDir, { recursive: true, force: true });
+    } else {
+      await t.close();
+    }
+  });
+
+  const request = async (method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown) =>
+    app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${token}` },
+      ...(body !== undefined ? { payload: body as object } : {}),
+    });
+
+  /** Moves the clock to a local time of 2 December, firing the timers on the way. */
+  const at = (hhmmss: string) => clock.advance(local(hhmmss).getTime() - clock.now().getTime());
+
+  /** The server "crashes" (its app is closed, nothing more runs) and starts again on the same data. */
+  const restart = async (hhmmss: string) => {
+    await end(...clients.splice(0));
+    await app.close();
+    clock = new ManualClock(local(hhmmss).toISOString());
+    lines.length = 0; // from here on, the log lines of the restarted server
+    const config = loadConfig({
+      DATA_DIR: t.dataDir,
+      PORT: '0',
+      MQTT_PORT: '0',
+      HOST: '127.0.0.1',
+      ADMIN_PASSWORD,
+      LOG_LEVEL: 'silent',
+    });
+    reopened = await buildApp({ config, clock, logger: logger() });
+    app = reopened;
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const login = await app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      payload: { username: 'admin', password: ADMIN_PASSWORD },
+    });
+    token = login.json<{ token: string }>().token;
+  };
+
+  /** Connects `device` as a plain MQTT client; `received` collects every command it is sent. */
+  const online = async (credentials: Credentials = device.credentials) => {
+    const client = await connectDevice(`mqtt://127.0.0.1:${app.broker.port}`, credentials);
+    clients.push(client);
+    const received: Command[] = [];
+    client.on('message', (_topic, payload) =>
+      received.push(commandSchema.parse(JSON.parse(payload.toString('utf8')))),
+    );
+    await client.subscribeAsync(topics.cmd(credentials.clientId), { qos: 1 });
+    await waitFor(() => app.broker.isReady(credentials.clientId), 'subscribed');
+    return { client, received };
+  };
+  const offline = async (client: MqttClient) => {
+    await client.endAsync();
+    await waitFor(() => !app.broker.isOnline(device.id), 'offline');
+  };
+  const playsOf = (received: Command[]) => received.filter((c): c is Play => c.type === 'play');
+
+  /** A relay of VOV1 at 06:00 on 2 December for five minutes, to the hamlet. */
+  const scheduleRelay = async (body: Record<string, unknown> = {}) => {
+    const programme = await approvedRelay(t, editor, tree.communeA.id, {
+      title: 'Tiếp sóng thời sự – Đài Tiếng nói Việt Nam',
+    });
+    const res = await request('POST', '/api/v1/schedules', {
+      programmeId: programme.id,
+      targets: { areaIds: [tree.hamletA.id] },
+      timing: { once: '2026-12-02T06:00' },
+      durationS: 300,
+      volume: 80,
+      ...body,
+    });
+    expect(res.statusCode, res.body).toBe(201);
+    const id = res.json<{ id: string }>().id;
+    return {
+      id,
+      programme,
+      commandId: derivedId('cmd', id, SLOT.toISOString()),
+      sessionId: derivedId('ses', id, SLOT.toISOString()),
+    };
+  };
+
+  const occurrences = (scheduleId: string) =>
+    t.query(
+      `SELECT status, reason, command_id AS commandId FROM schedule_occurrences WHERE schedule_id = '${scheduleId}'`,
+    );
+  const records = (scheduleId: string) =>
+    t.query(
+      `SELECT device_id AS deviceId, session_id AS sessionId, command_id AS commandId, occurrence_id AS occurrenceId,
+              due_at AS dueAt, ends_at AS endsAt, planned_ms AS plannedMs, outcome, reason
+         FROM playback_log WHERE schedule_id = '${scheduleId}'`,
+    ) as Record<string, unknown>[];
+  const logged = (msg: string) =>
+    lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === msg);
+
+  it('sends a file MEDIA_LEAD_S early with startAt = the slot start, once, with its playback record', async () => {
+    const created = await t.request('POST', '/api/v1/programmes', {
+      token: editor,
+      body: {
+        title: 'Thông báo lịch tiêm phòng dại – Thôn Đông',
+        areaId: tree.communeA.id,
+        category: 'health',
+        content: { segments: [{ silenceMs: 4000 }] },
+      },
+    });
+    expect(created.statusCode, created.body).toBe(201);
+    const programmeId = created.json<{ id: string }>().id;
+    for (const [step, by] of [
+      ['submit', editor],
+      ['approve', t.adminToken],
+    ] as const) {
+      const res = await t.request('POST', `/api/v1/programmes/${programmeId}/${step}`, {
+        token: by,
+        body: {},
+      });
+      expect(res.statusCode, res.body).toBe(200);
+    }
+    const res = await request('POST', '/api/v1/schedules', {
+      programmeId,
+      targets: { deviceIds: [device.id] },
+      timing: { once: '2026-12-02T06:00' },
+    });
+    expect(res.statusCode, res.body).toBe(201);
+    const scheduleId = res.json<{ id: string }>().id;
+    const d = await online();
+
+    at('05:58:59');
+    expect(playsOf(d.received)).toEqual([]);
+    at('05:59:00'); // 06:00 less the default head start of 60 s
+    const play = await waitFor(() => playsOf(d.received)[0], 'the play');
+    const commandId = derivedId('cmd', scheduleId, SLOT.toISOString());
+    expect(play).toMatchObject({
+      id: commandId,
+      priority: 'normal',
+      issuedAt: local('05:59:00').toISOString(),
+      expiresAt: local('06:00:04').toISOString(),
+      params: {
+        sessionId: derivedId('ses', scheduleId, SLOT.toISOString()),
+        startAt: SLOT.toISOString(),
+        source: { kind: 'media', durationMs: 4000 },
+      },
+    });
+    expect(play.params).not.toHaveProperty('offsetMs');
+    expect(occurrences(scheduleId)).toEqual([{ status: 'dispatched', reason: null, commandId }]);
+    expect(records(scheduleId)).toMatchObject([
+      {
+        deviceId: device.id,
+        commandId,
+        dueAt: SLOT.getTime(),
+        endsAt: local('06:00:04').getTime(),
+        plannedMs: 4000,
+        outcome: null,
+      },
+    ]);
+    expect(logged('occurrence dispatched')).toMatchObject([{ scheduleId, devices: 1, lagMs: 0 }]);
+    const audit = t.query(
+      `SELECT actor_id AS actorId, target_id AS targetId FROM audit_log WHERE action = 'schedule.dispatch'`,
+    );
+    expect(audit).toEqual([{ actorId: null, targetId: scheduleId }]);
+
+    expect(await metricValue(app, 'loa_schedule_dispatch_lag_seconds_count')).toBe(1);
+
+    // Time goes on: nothing is sent a second time.
+    at('06:10:00');
+    expect(playsOf(d.received).map((p) => p.id)).toEqual([commandId]);
+  });
+
+  it('sends a relay at its start with the duration the schedule gives and the schedule volume', async () => {
+    const schedule = await scheduleRelay();
+    const d = await online();
+    at('06:00:00');
+    const play = await waitFor(() => playsOf(d.received)[0], 'the play');
+    expect(play).toMatchObject({
+      id: schedule.commandId,
+      expiresAt: SLOT_END.toISOString(),
+      params: {
+        sessionId: schedule.sessionId,
+        startAt: SLOT.toISOString(),
+        volume: 80,
+        source: { kind: 'stream', url: schedule.programme.url, durationMs: 300_000 },
+      },
+    });
+  });
+
+  it('leaves out the devices another schedule overrides, recording them skipped with who won', async () => {
+    const market = await t.createDevice(tree.hamletA.id, 'Cụm loa chợ Đông');
+    const loser = await scheduleRelay();
+    // The same slot on one of the hamlet's two devices, saved with onConflict override.
+    const winner = await scheduleRelay({ targets: { deviceIds: [device.id] }, onConflict: 'override' });
+    const d = await online();
+    const m = await online(market.credentials);
+    at('06:00:00');
+    await waitFor(() => playsOf(d.received)[0] && playsOf(m.received)[0], 'both plays');
+    expect(playsOf(d.received).map((p) => p.id)).toEqual([winner.commandId]);
+    expect(playsOf(m.received).map((p) => p.id)).toEqual([loser.commandId]);
+    const reason = `overridden by schedule ${winner.id} («Tiếp sóng thời sự – Đài Tiếng nói Việt Nam»)`;
+    const byDevice = new Map(records(loser.id).map((r) => [r.deviceId, r]));
+    expect(byDevice.get(device.id)).toMatchObject({ outcome: 'skipped', reason });
+    expect(byDevice.get(market.id)).toMatchObject({ outcome: null, reason: null });
+    expect(t.query(`SELECT target_count AS n FROM commands WHERE id = '${loser.commandId}'`)).toEqual([
+      { n: 1 },
+    ]);
+  });
+
+  it('skips an occurrence whose programme was deleted, with the reason in each record', async () => {
+    const schedule = await scheduleRelay();
+    const outsider = new RefusedWrites(t.dataDir);
+    faults.push(outsider);
+    outsider.db
+      .prepare('UPDATE programmes SET deleted_at = ? WHERE id = ?')
+      .run(local('05:55:00').getTime(), schedule.programme.id);
+    at('06:00:00');
+    const reason = 'the programme has been deleted';
+    expect(occurrences(schedule.id)).toEqual([{ status: 'skipped', reason, commandId: null }]);
+    expect(records(schedule.id)).toMatchObject([{ deviceId: device.id, outcome: 'skipped', reason }]);
+  });
+
+  it('after a restart in the middle of the slot, joins late at the right offset, once', async () => {
+    const schedule = await scheduleRelay();
+    at('05:55:00');
+    await restart('06:01:35');
+    // The restarted server sent it at once; the device, back 5 s later, joins where the broadcast is.
+    expect(occurrences(schedule.id)).toEqual([
+      { status: 'dispatched', reason: null, commandId: schedule.commandId },
+    ]);
+    const sent = t.query(`SELECT params FROM commands WHERE id = '${schedule.commandId}'`) as {
+      params: string;
+    }[];
+    expect(JSON.parse(sent[0]!.params)).toMatchObject({
+      offsetMs: 95_000,
+      startAt: local('06:01:35').toISOString(),
+    });
+    clock.advance(5_000);
+    const d = await online();
+    const play = await waitFor(() => playsOf(d.received)[0], 'the play');
+    expect(play).toMatchObject({
+      id: schedule.commandId,
+      params: { offsetMs: 100_000, startAt: local('06:01:40').toISOString() },
+    });
+    expect(logged('occurrence dispatched')).toMatchObject([{ scheduleId: schedule.id, lagMs: 95_000 }]);
+  });
+
+  it('after a long outage, records the occurrence and each device skipped, with the reason', async () => {
+    const schedule = await scheduleRelay();
+    const other = await t.createDevice(tree.hamletA.id, 'Cụm loa chợ Đông');
+    at('05:55:00');
+    await restart('07:30:00');
+    const reason = 'the server was not running when the slot began (06:00–06:05)';
+    expect(occurrences(schedule.id)).toEqual([{ status: 'skipped', reason, commandId: null }]);
+    expect(t.query(`SELECT id FROM commands WHERE id = '${schedule.commandId}'`)).toEqual([]);
+    const skipped = records(schedule.id);
+    expect(skipped.map((r) => r.deviceId).sort()).toEqual([device.id, other.id].sort());
+    for (const r of skipped) expect(r).toMatchObject({ outcome: 'skipped', reason });
+    // Nothing is on its way to the devices.
+    const d = await online();
+    const ping = await request('POST', '/api/v1/commands', {
+      type: 'ping',
+      targets: { deviceIds: [device.id] },
+    });
+    await waitFor(() => d.received.some((c) => c.id === ping.json<{ id: string }>().id), 'the ping');
+    expect(playsOf(d.received)).toEqual([]);
+  });
+
+  it('a crash before the commit leaves the occurrence planned; after the restart the same command goes out', async () => {
+    const schedule = await scheduleRelay();
+    const d = await online();
+    // The claim is the last write of the dispatch transaction: refusing it rolls back the command, its
+    // deliveries and its playback records too, as a crash before the commit would.
+    const disk = new RefusedWrites(t.dataDir);
+    faults.push(disk);
+    disk.refuse('schedule_occurrences', 'UPDATE');
+    at('06:00:00');
+    expect(occurrences(schedule.id)).toEqual([{ status: 'planned', reason: null, commandId: null }]);
+    expect(t.query(`SELECT id FROM commands WHERE id = '${schedule.commandId}'`)).toEqual([]);
+    expect(records(schedule.id)).toEqual([]);
+    expect(logged('dispatching an occurrence failed; it stays planned and is tried again')).toHaveLength(1);
+
+    disk.allow('schedule_occurrences');
+    await restart('06:00:20');
+    const again = await online();
+    const play = await waitFor(() => playsOf(again.received)[0], 'the play');
+    expect(play).toMatchObject({ id: schedule.commandId, params: { offsetMs: 20_000 } });
+    expect(playsOf(d.received)).toEqual([]);
+    expect(occurrences(schedule.id)).toEqual([
+      { status: 'dispatched', reason: null, commandId: schedule.commandId },
+    ]);
+    expect(records(schedule.id)).toHaveLength(1);
+  });
+
+  it('committed but never published (the server died first): the devices get it on reconnect, never twice', async () => {
+    const schedule = await scheduleRelay();
+    // Nobody is connected when it goes out, so the commit is all there is, as when the server dies
+    // between the commit and the publish.
+    at('06:00:00');
+    expect(occurrences(schedule.id)).toEqual([
+      { status: 'dispatched', reason: null, commandId: schedule.commandId },
+    ]);
+    await restart('06:02:00');
+    const d = await online();
+    const play = await waitFor(() => playsOf(d.received)[0], 'the play');
+    expect(play).toMatchObject({
+      id: schedule.commandId,
+      params: { sessionId: schedule.sessionId, offsetMs: 120_000, startAt: local('06:02:00').toISOString() },
+    });
+    clock.advance(60_000); // the restarted dispatcher's timer runs: nothing is sent again
+    const ping = await request('POST', '/api/v1/commands', {
+      type: 'ping',
+      targets: { deviceIds: [device.id] },
+    });
+    await waitFor(() => d.received.some((c) => c.id === ping.json<{ id: string }>().id), 'the ping');
+    expect(playsOf(d.received).map((p) => p.id)).toEqual([schedule.commandId]);
+    expect(t.query(`SELECT count(*) AS n FROM commands WHERE type = 'play'`)).toEqual([{ n: 1 }]);
+    expect(logged('occurrence dispatched')).toEqual([]); // the restarted server dispatched nothing
+  });
+
+  it('a device reconnecting mid-slot gets the play at the broadcast position', async () => {
+    const schedule = await scheduleRelay();
+    const first = await online();
+    at('06:00:00');
+    await waitFor(() => playsOf(first.received)[0], 'the play');
+    await first.client.publishAsync(
+      topics.ack(device.id),
+      JSON.stringify({ id: schedule.commandId, status: 'done', at: clock.now().toISOString() }),
+      { qos: 1 },
+    );
+    await offline(first.client);
+    at('06:03:10');
+    const back = await online();
+    const play = await waitFor(() => playsOf(back.received)[0], 'the play again');
+    expect(play).toMatchObject({
+      id: schedule.commandId,
+      params: { offsetMs: 190_000, startAt: local('06:03:10').toISOString() },
+    });
+  });
+
+  it('resumes the interrupted occurrence at the right offset when a priority play ends', async () => {
+    const schedule = await scheduleRelay();
+    const d = await online();
+    let seq = 0;
+    const log = async (commandId: string, sessionId: string, event: string, reason?: string) => {
+      seq += 1;
+      await d.client.publishAsync(
+        topics.log(device.id),
+        JSON.stringify({
+          seq,
+          sessionId,
+          commandId,
+          event,
+          at: clock.now().toISOString(),
+          ...(reason ? { reason } : {}),
+        }),
+        { qos: 1 },
+      );
+      const mine = seq;
+      await waitFor(
+        () =>
+          t.query(`SELECT 1 FROM playback_events WHERE device_id = '${device.id}' AND seq = ${mine}`).length,
+        `log entry ${mine} stored`,
+      );
+    };
+
+    at('06:00:00');
+    await waitFor(() => playsOf(d.received)[0], 'the scheduled play');
+    await log(schedule.commandId, schedule.sessionId, 'started');
+
+    // A priority bulletin pre-empts it for 30 s.
+    at('06:01:00');
+    const res = await request('POST', '/api/v1/commands', {
+      type: 'play',
+      priority: 'priority',
+      targets: { deviceIds: [device.id] },
+      params: {
+        source: {
+          kind: 'media',
+          url: 'https://media.loa.example/thong-bao-khan.mp3',
+          sha256: 'ef'.repeat(32),
+          durationMs: 30_000,
+        },
+      },
+    });
+    expect(res.statusCode, res.body).toBe(202);
+    const urgent = await waitFor(() => playsOf(d.received).find((p) => p.priority === 'priority'), 'urgent');
+    await log(schedule.commandId, schedule.sessionId, 'interrupted', 'preempted');
+    await log(urgent.id, urgent.params.sessionId, 'started');
+    expect(playsOf(d.received)).toHaveLength(2);
+
+    at('06:01:30');
+    await log(urgent.id, urgent.params.sessionId, 'finished');
+    const resumeId = derivedId(
+      'cmd',
+      schedule.sessionId,
+      device.id,
+      'resume',
+      local('06:01:30').toISOString(),
+    );
+    const resumed = await waitFor(() => playsOf(d.received).find((p) => p.id === resumeId), 'the resume');
+    expect(resumed).toMatchObject({
+      priority: 'normal',
+      expiresAt: SLOT_END.toISOString(),
+      params: {
+        sessionId: schedule.sessionId,
+        offsetMs: 90_000,
+        startAt: local('06:01:30').toISOString(),
+        volume: 80,
+        source: { kind: 'stream', durationMs: 300_000 },
+      },
+    });
+    // The same session, so the same playback record; the resume is audited.
+    expect(records(schedule.id)).toHaveLength(1);
+    expect(
+      t.query(`SELECT actor_id AS actorId FROM audit_log WHERE action = 'schedule.resume_play'`),
+    ).toEqual([{ actorId: null }]);
+  });
+
+  it('cancels the occurrences of a paused schedule, and sends nothing for a deleted one', async () => {
+    const paused = await scheduleRelay();
+    expect((await request('POST', `/api/v1/schedules/${paused.id}/pause`, {})).statusCode).toBe(200);
+    const d = await online();
+    at('06:00:00');
+    expect(occurrences(paused.id)).toEqual([
+      { status: 'cancelled', reason: 'schedule paused', commandId: null },
+    ]);
+    expect(records(paused.id)).toEqual([]);
+
+    // Deleted while its occurrence was already due (the dispatcher had not reached it yet).
+    const deleted = await scheduleRelay({ timing: { once: '2026-12-02T07:00' }, onConflict: 'override' });
+    const outsider = new RefusedWrites(t.dataDir);
+    faults.push(outsider);
+    outsider.db
+      .prepare('UPDATE schedules SET deleted_at = ? WHERE id = ?')
+      .run(local('06:30:00').getTime(), deleted.id);
+    at('07:00:00');
+    expect(occurrences(deleted.id)).toEqual([
+      { status: 'cancelled', reason: 'schedule deleted', commandId: null },
+    ]);
+    const ping = await request('POST', '/api/v1/commands', {
+      type: 'ping',
+      targets: { deviceIds: [device.id] },
+    });
+    await waitFor(() => d.received.some((c) => c.id === ping.json<{ id: string }>().id), 'the ping');
+    expect(playsOf(d.received)).toEqual([]);
+  });
+});
