@@ -107,5 +107,7 @@ export const playbackEvents = sqliteTable(
   (t) => [
     uniqueIndex('playback_events_entry_idx').on(t.deviceId, t.seq, t.commandId, t.event, t.at),
     index('playback_events_command_idx').on(t.commandId),
+    // Retention deletes by age, in batches: without it each batch scans the table from the start.
+    index('playback_events_at_idx').on(t.at),
   ],
 );

@@ -1,0 +1,1 @@
+CREATE INDEX `playback_events_at_idx` ON `playback_events` (`at`);
