@@ -436,6 +436,30 @@ describe('schedule timing', () => {
       }
     });
 
+    it('names the skipped dates last, in date order, and counts the rest beyond ten', () => {
+      const daily = timing({
+        daily: { times: ['06:00'] },
+        from: '2026-12-01',
+        repeat: { count: 2, intervalS: 600 },
+      });
+      expect(describeTiming(daily, 'vi', ['2027-02-17', '2026-12-24'])).toBe(
+        'Hằng ngày lúc 06:00, từ 01/12/2026; phát 2 lần, cách nhau 10 phút; trừ ngày 24/12/2026 và 17/02/2027',
+      );
+      expect(describeTiming(daily, 'en', ['2027-02-17', '2026-12-24'])).toBe(
+        'Every day at 06:00, from 1 December 2026; played 2 times, 10 minutes apart; except 24 December 2026 and 17 February 2027',
+      );
+      expect(describeTiming(daily, 'en', ['2027-01-01'])).toMatch(/; except 1 January 2027$/);
+      // Tết 2027: twelve days off; ten are named, the last two counted.
+      const tet = Array.from({ length: 12 }, (_, i) => `2027-02-${String(5 + i).padStart(2, '0')}`);
+      const vi = describeTiming(daily, 'vi', tet);
+      expect(vi).toMatch(/; trừ ngày 05\/02\/2027, 06\/02\/2027, .*, 14\/02\/2027 và 2 ngày khác$/);
+      expect(vi).not.toContain('15/02/2027');
+      expect(vi).toBe(vi.normalize('NFC'));
+      expect(describeTiming(daily, 'en', tet)).toMatch(/, 14 February 2027 and 2 other days$/);
+      expect(describeTiming(daily, 'en', tet.slice(0, 11))).toMatch(/ and 1 other day$/);
+      expect(describeTiming(daily, 'vi', [])).toBe(describeTiming(daily, 'vi'));
+    });
+
     it('says cron expressions through cronstrue in both locales', () => {
       const weekdays = timing({ cron: '0 6 * * 1-5', from: '2026-12-01', until: '2027-01-31' });
       expect(describeTiming(weekdays, 'vi')).toBe('Vào 06:00, Thứ 2 đến Thứ 6, từ 01/12/2026 đến 31/01/2027');

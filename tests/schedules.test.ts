@@ -193,6 +193,10 @@ describe('schedules API', () => {
         ),
       );
       expect(body.exceptDates).toEqual(['2026-12-02']);
+      expect(body.description).toEqual({
+        vi: 'Hằng ngày lúc 06:00 và 17:00, từ 01/12/2026 đến 03/12/2026; trừ ngày 02/12/2026',
+        en: 'Every day at 06:00 and 17:00, from 1 December 2026 to 3 December 2026; except 2 December 2026',
+      });
       expect(body.nextOccurrence).toBe('2026-12-01T06:00:00+07:00');
       const rows = occurrencesOf(body.id);
       expect(rows.map((r) => r.starts_at)).toEqual([
@@ -457,6 +461,18 @@ describe('schedules API', () => {
       const past = await create(broadcasterA, relaySchedule({ once: '2026-11-29T06:00' }));
       expect(past.statusCode).toBe(400);
       expect(problem(past).errors?.[0]?.field).toBe('body.timing');
+      // When the skipped dates are what leaves nothing, they are the field named.
+      const allSkipped = await create(
+        broadcasterA,
+        relaySchedule(
+          { daily: { times: ['06:30'] }, from: '2026-12-24', until: '2026-12-25' },
+          { exceptDates: ['2026-12-25', '2026-12-24'] },
+        ),
+      );
+      expect(allSkipped.statusCode).toBe(400);
+      const skipErrors = problem(allSkipped).errors;
+      expect(skipErrors?.map((e) => e.field)).toEqual(['body.exceptDates']);
+      expect(skipErrors?.[0]?.message).toContain('nothing would air');
 
       const overlapping = await create(
         broadcasterA,
@@ -749,6 +765,26 @@ describe('schedules API', () => {
         'schedule.update',
         'schedule.delete',
       ]);
+      // Each edit says what it changed, from what to what; what the request repeated is not a change.
+      const updates = t.query(
+        `SELECT details FROM audit_log WHERE target_id = '${body.id}' AND action = 'schedule.update' ORDER BY id`,
+      ) as { details: string }[];
+      expect(updates.map((u) => JSON.parse(u.details) as unknown)).toEqual([
+        {
+          changes: {
+            timing: {
+              from: { daily: { times: ['10:00'] }, from: '2026-12-01', until: '2026-12-03' },
+              to: { daily: { times: ['11:00'] }, from: '2026-12-01', until: '2026-12-03' },
+            },
+            volume: { from: null, to: 80 },
+          },
+          replanned: true,
+        },
+        {
+          changes: { note: { from: null, to: 'Đổi giờ theo đề nghị của trưởng thôn' } },
+          replanned: false,
+        },
+      ]);
     });
 
     it('changing the programme to a relay asks for durationS; targets are checked again', async () => {
@@ -784,6 +820,85 @@ describe('schedules API', () => {
         body: {},
       });
       expect(nothing.statusCode).toBe(400);
+    });
+
+    it('a newly approved revision of another length re-times what is yet to be sent, and what was appended after it', async () => {
+      const programme = await approvedBulletin(
+        broadcasterA,
+        tree.communeA.id,
+        'Bản tin nông nghiệp – Thôn Đông',
+      );
+      const body = await created(broadcasterA, {
+        programmeId: programme.id,
+        targets: { deviceIds: [devA2] },
+        timing: { daily: { times: ['15:30'] }, from: '2026-12-01', until: '2026-12-03' },
+      });
+      const [first] = occurrencesOf(body.id);
+      // The first one went out already (MEDIA_LEAD_S early): it airs the revision it was sent with.
+      t.app.db
+        .update(scheduleOccurrences)
+        .set({ status: 'dispatched', commandId: 'cmd_bantincu', dispatchedAt: new Date(first!.due_at) })
+        .where(eq(scheduleOccurrences.id, first!.id))
+        .run();
+      // A relay appended after the bulletin's second occurrence on the same loudspeaker.
+      const appended = await created(broadcasterA, {
+        programmeId: relay.id,
+        targets: { deviceIds: [devA2] },
+        timing: { once: '2026-12-02T15:30' },
+        durationS: 60,
+        onConflict: 'append',
+      });
+      expect(occurrencesOf(appended.id)[0]!.starts_at).toBe(vn('2026-12-02T15:30') + programme.durationMs);
+
+      const edited = await t.request('PATCH', `/api/v1/programmes/${programme.id}`, {
+        token: broadcasterA,
+        body: { content: { segments: [{ silenceMs: 5000 }] } },
+      });
+      expect(edited.statusCode).toBe(200);
+      await t.request('POST', `/api/v1/programmes/${programme.id}/submit`, { token: broadcasterA, body: {} });
+      const approved = await t.request('POST', `/api/v1/programmes/${programme.id}/approve`, {
+        token: t.adminToken,
+        body: {},
+      });
+      expect(approved.statusCode).toBe(200);
+      const lengthMs = approved.json<{ approved: { durationMs: number } }>().approved.durationMs;
+      expect(lengthMs).toBeGreaterThan(programme.durationMs);
+
+      expect(occurrencesOf(body.id).map((r) => [r.starts_at, r.ends_at, r.due_at, r.status])).toEqual([
+        [vn('2026-12-01T15:30'), vn('2026-12-01T15:30') + programme.durationMs, first!.due_at, 'dispatched'],
+        ...['2026-12-02T15:30', '2026-12-03T15:30'].map((wall) => [
+          vn(wall),
+          vn(wall) + lengthMs,
+          vn(wall) - MEDIA_LEAD_MS,
+          'planned',
+        ]),
+      ]);
+      expect(occurrencesOf(appended.id)[0]).toMatchObject({
+        slot_at: vn('2026-12-02T15:30'),
+        starts_at: vn('2026-12-02T15:30') + lengthMs,
+        ends_at: vn('2026-12-02T15:30') + lengthMs + 60_000,
+      });
+      const replans = () =>
+        t.query(
+          `SELECT actor_id, details FROM audit_log WHERE action = 'schedule.replan' AND target_id = '${body.id}'`,
+        ) as { actor_id: string | null; details: string }[];
+      expect(replans()).toHaveLength(1);
+      expect(replans()[0]!.actor_id).toBeNull();
+      expect(JSON.parse(replans()[0]!.details)).toMatchObject({ programmeId: programme.id, lengthMs });
+
+      // Approving a revision of the same length changes nothing.
+      await t.request('PATCH', `/api/v1/programmes/${programme.id}`, {
+        token: broadcasterA,
+        body: { title: 'Bản tin nông nghiệp – Thôn Đông (sửa tiêu đề)' },
+      });
+      await t.request('POST', `/api/v1/programmes/${programme.id}/submit`, { token: broadcasterA, body: {} });
+      const ids = occurrencesOf(body.id).map((r) => r.id);
+      await t.request('POST', `/api/v1/programmes/${programme.id}/approve`, {
+        token: t.adminToken,
+        body: {},
+      });
+      expect(occurrencesOf(body.id).map((r) => r.id)).toEqual(ids);
+      expect(replans()).toHaveLength(1);
     });
 
     it('a programme cannot be deleted while a schedule airs it (409 in_use), and can once it is deleted', async () => {

@@ -40,6 +40,8 @@ export type AuditAction =
   | 'schedule.delete'
   | 'schedule.pause'
   | 'schedule.resume'
+  /** The server planned a schedule's occurrences again: a revision of another length was approved. */
+  | 'schedule.replan'
   /** The server sent a schedule's occurrence (actor null), or resumed one after pre-emption. */
   | 'schedule.dispatch'
   | 'schedule.resume_play';

@@ -168,6 +168,9 @@ interface Prepared {
  * Bulletins are rendered when they are saved, never at air time: devices get one finished file.
  */
 export class ProgrammesService {
+  /** Told after a revision is approved, so schedules re-time what they have yet to send (bound late). */
+  onApproved?: (programmeId: string) => void;
+
   constructor(
     private readonly repo: ProgrammesRepository,
     private readonly areas: AreasService,
@@ -240,18 +243,7 @@ export class ProgrammesService {
     programmeId: string,
     validUntil: Date,
   ): { source: PlaySource; programmeId: string; revisionId: string } {
-    const found = this.repo.findById(programmeId);
-    if (!found || !inScopeOrAbove(actor, found.areaPath)) {
-      throw new AppError('not_found', `params.source.programmeId: programme ${programmeId} not found`);
-    }
-    const { programme } = found;
-    if (!programme.approvedRevisionId) {
-      throw new AppError(
-        'not_approved',
-        `"${programme.title}" has never been approved (it is ${programme.status}); only an approved programme can be played`,
-      );
-    }
-    const revision = this.requireRevision(programme.approvedRevisionId).revision;
+    const revision = this.requireApproved(actor, programmeId, 'params.source.programmeId', 'played').revision;
     const content = revision.content as ProgrammeContent;
     if (isRelay(content)) {
       return {
@@ -282,6 +274,26 @@ export class ProgrammesService {
    * of a schedule whose programme was checked when it was saved.
    */
   scheduleInfo(actor: Actor | null, programmeId: string, field = 'body.programmeId'): ScheduleProgramme {
+    const { programme, revision } = this.requireApproved(actor, programmeId, field, 'scheduled');
+    return {
+      id: programme.id,
+      title: programme.title,
+      kind: programme.kind,
+      approvedRevisionId: revision.id,
+      durationMs: programme.kind === 'relay' ? null : revision.durationMs,
+    };
+  }
+
+  /**
+   * The programme and its approved revision: visible to the actor (404 naming `field` otherwise; `actor`
+   * null: the server's own read) and approved once at least (409 not_approved).
+   */
+  private requireApproved(
+    actor: Actor | null,
+    programmeId: string,
+    field: string,
+    use: 'played' | 'scheduled',
+  ): { programme: ProgrammeRow; revision: ProgrammeRevisionRow } {
     const found = this.repo.findById(programmeId);
     if (!found || (actor !== null && !inScopeOrAbove(actor, found.areaPath))) {
       throw new AppError('not_found', `${field}: programme ${programmeId} not found`);
@@ -290,17 +302,10 @@ export class ProgrammesService {
     if (!programme.approvedRevisionId) {
       throw new AppError(
         'not_approved',
-        `"${programme.title}" has never been approved (it is ${programme.status}); only an approved programme can be scheduled`,
+        `"${programme.title}" has never been approved (it is ${programme.status}); only an approved programme can be ${use}`,
       );
     }
-    const revision = this.requireRevision(programme.approvedRevisionId).revision;
-    return {
-      id: programme.id,
-      title: programme.title,
-      kind: programme.kind,
-      approvedRevisionId: revision.id,
-      durationMs: programme.kind === 'relay' ? null : revision.durationMs,
-    };
+    return { programme, revision: this.requireRevision(programme.approvedRevisionId).revision };
   }
 
   // ---------------------------------------------------------------- editing
@@ -469,6 +474,7 @@ export class ProgrammesService {
   approve(actor: Actor, id: string, note: string | undefined): ProgrammeView {
     const { programme, revision } = this.requireReviewable(actor, id, 'approve');
     this.transition(actor, programme, revision, 'approved', nfc(note) ?? null);
+    this.onApproved?.(id);
     return this.get(actor, id);
   }
 

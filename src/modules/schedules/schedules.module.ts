@@ -24,6 +24,7 @@ export default fp<ModuleOptions>(
     // Bound late: the dispatcher is registered after this module; it re-arms its timer for the new rows.
     const late = app.services as Partial<Services> & { dispatcher?: { wake(): void } };
     schedules.onChange = () => late.dispatcher?.wake();
+    programmes.onApproved = (programmeId) => schedules.revisionApproved(programmeId);
     app.services.schedules = schedules;
 
     app.addHook('onReady', async () => {

@@ -144,6 +144,25 @@ export class SchedulesRepository {
       .all();
   }
 
+  /**
+   * Live schedules airing the programme with an occurrence still to be sent that does not last `lengthMs`:
+   * those a newly approved revision of another length must plan again.
+   */
+  withPlannedLengthOtherThan(programmeId: string, now: Date, lengthMs: number): ScheduleRow[] {
+    const o = scheduleOccurrences;
+    return this.db
+      .select()
+      .from(schedules)
+      .where(
+        and(
+          eq(schedules.programmeId, programmeId),
+          isNull(schedules.deletedAt),
+          sql`EXISTS (SELECT 1 FROM ${o} WHERE ${o.scheduleId} = ${schedules.id} AND ${o.status} = 'planned' AND ${o.startsAt} > ${now.getTime()} AND ${o.endsAt} - ${o.startsAt} <> ${lengthMs})`,
+        ),
+      )
+      .all();
+  }
+
   // ---------------------------------------------------------------- targets
 
   targetsOf(scheduleId: string): { areaId: string | null; deviceId: string | null; path: string }[] {

@@ -108,7 +108,9 @@ export const scheduleSchema = z.object({
   exceptDates: z.array(z.string()),
   durationS: z.number().int().nullable(),
   note: z.string().nullable(),
-  description: z.object({ vi: z.string(), en: z.string() }).describe('The timing in words'),
+  description: z
+    .object({ vi: z.string(), en: z.string() })
+    .describe('The timing in words, with the skipped dates'),
   status: z.enum(SCHEDULE_STATUSES).describe('ended: no occurrence is left to air'),
   nextOccurrence: z
     .string()

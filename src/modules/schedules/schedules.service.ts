@@ -62,6 +62,9 @@ interface Log {
 /** The fields that decide the occurrences: changing any of them plans the future again. */
 const PLANNING_FIELDS = ['programmeId', 'targets', 'priority', 'timing', 'exceptDates', 'durationS'] as const;
 
+/** The fields an edit's audit entry compares, before and after. */
+const AUDITED_FIELDS = [...PLANNING_FIELDS, 'volume', 'note'] as const;
+
 /** Titles and notes as stored: composed (NFC), whatever form the client sent. */
 const nfc = (text: string) => text.normalize('NFC');
 
@@ -181,6 +184,9 @@ export class SchedulesService {
           deviceCount: row.deviceCount,
           priority: row.priority,
           timing: row.timing,
+          ...(row.exceptDates.length > 0 ? { exceptDates: row.exceptDates } : {}),
+          ...(row.volume !== null ? { volume: row.volume } : {}),
+          ...(row.durationS !== null ? { durationS: row.durationS } : {}),
           ...(input.onConflict ? { onConflict: input.onConflict, resolutions: outcome.resolutions } : {}),
         },
       );
@@ -211,6 +217,8 @@ export class SchedulesService {
     const exceptDates =
       input.exceptDates !== undefined ? [...input.exceptDates].sort() : schedule.exceptDates;
     const priority = input.priority ?? schedule.priority;
+    const volume = input.volume !== undefined ? input.volume : schedule.volume;
+    const note = input.note !== undefined ? (input.note === null ? null : nfc(input.note)) : schedule.note;
     const replan =
       input.onConflict !== undefined ||
       PLANNING_FIELDS.some((field) => input[field] !== undefined) ||
@@ -242,9 +250,9 @@ export class SchedulesService {
         targets,
         timing,
         exceptDates,
-        volume: input.volume !== undefined ? input.volume : schedule.volume,
+        volume,
         durationS,
-        note: input.note !== undefined ? (input.note === null ? null : nfc(input.note)) : schedule.note,
+        note,
         deviceCount: deviceIds.length,
         updatedAt: now,
         ...(replan ? { plannedUntil: plannedUntil(params, horizon) } : {}),
@@ -256,7 +264,16 @@ export class SchedulesService {
         'schedule.update',
         { type: 'schedule', id },
         {
-          changed: Object.keys(input),
+          changes: changesOf(schedule, {
+            programmeId: programme.id,
+            priority,
+            targets,
+            timing,
+            exceptDates,
+            volume,
+            durationS,
+            note,
+          }),
           replanned: replan,
           ...(input.onConflict && outcome
             ? { onConflict: input.onConflict, resolutions: outcome.resolutions }
@@ -359,13 +376,63 @@ export class SchedulesService {
     return { schedules: extended, occurrences: planned };
   }
 
-  private planMore(schedule: ScheduleRow, now: Date, horizon: Date): number {
+  /**
+   * A new revision of the programme was approved. Occurrences still to be sent air it (the dispatcher reads
+   * the approved revision when it sends), so where it lasts longer or shorter than what was planned, the
+   * schedules airing it are planned again from now with its length: the end of each occurrence (the play's
+   * expiry), appends after it and clashes follow. What was sent, or has started, stays. Never throws: the
+   * approval is saved already; a schedule that fails is logged.
+   */
+  revisionApproved(programmeId: string): void {
+    const now = this.clock.now();
+    let lengthMs: number | null;
+    try {
+      lengthMs = this.programmes.scheduleInfo(null, programmeId).durationMs;
+    } catch (err) {
+      this.log.error({ err, programmeId }, 'reading a newly approved programme for its schedules failed');
+      return;
+    }
+    // A relay lasts as long as each schedule says, whatever its revision.
+    if (lengthMs === null) return;
+    const horizon = planningHorizon(now);
+    let replanned = 0;
+    for (const schedule of this.repo.withPlannedLengthOtherThan(programmeId, now, lengthMs)) {
+      try {
+        const occurrences = this.planMore(schedule, now, horizon, true);
+        this.audit.record(
+          null,
+          'schedule.replan',
+          { type: 'schedule', id: schedule.id },
+          { programmeId, reason: 'a revision of another length was approved', lengthMs, occurrences },
+        );
+        replanned++;
+      } catch (err) {
+        this.log.error({ err, scheduleId: schedule.id }, 'planning a schedule for a new revision failed');
+      }
+    }
+    if (replanned > 0) {
+      this.log.info({ programmeId, schedules: replanned }, 'schedules planned again for a new revision');
+      this.changed();
+    }
+  }
+
+  /**
+   * Plans the schedule up to `horizon` after what is planned already (the daily job), or, with `replace`,
+   * again from `now` (what was sent, or has started, stays); clashes are settled as the saved resolutions say.
+   */
+  private planMore(schedule: ScheduleRow, now: Date, horizon: Date, replace = false): number {
     const programme = this.programmes.scheduleInfo(null, schedule.programmeId);
     const params = this.planParams(schedule.timing, schedule.exceptDates, programme, schedule.durationS);
-    const from = schedule.plannedUntil > now ? schedule.plannedUntil : now;
-    const slots = planSlots(params, from, horizon);
+    const from = !replace && schedule.plannedUntil > now ? schedule.plannedUntil : now;
+    const planned = planSlots(params, from, horizon);
     const deviceIds = resolveTargetDevices({ areas: this.areas, devices: this.devices }, schedule.targets);
     return this.repo.transaction(() => {
+      let slots = planned;
+      if (replace) {
+        this.repo.deleteFuturePlanned(schedule.id, now);
+        const kept = this.repo.slotsFrom(schedule.id, now);
+        slots = planned.filter((s) => !kept.has(s.slotAt.getTime()));
+      }
       // Clashes with occurrences planned since are settled as the saved resolutions say (this schedule's
       // and the others' against it); one no resolution covers is planned anyway: the calendar shows it,
       // and nobody is there to refuse.
@@ -487,6 +554,9 @@ export class SchedulesService {
   private planNew(params: PlanParams, now: Date, horizon: Date, timingGiven = true): PlannedSlot[] {
     const slots = planSlots(params, now, horizon);
     if (timingGiven && slots.length === 0 && plannedUntil(params, horizon) === PLANNED_FOREVER) {
+      if (nextOccurrence(params.timing, new Date(now.getTime() - 1)) !== null) {
+        throw invalid('body.exceptDates', 'skip every occurrence the timing has left; nothing would air');
+      }
       throw invalid('body.timing', `has no occurrence after now (${localDateTime(now)})`);
     }
     requireNoSelfOverlap(slots);
@@ -558,7 +628,10 @@ export class SchedulesService {
       exceptDates: schedule.exceptDates,
       durationS: schedule.durationS,
       note: schedule.note,
-      description: { vi: describeTiming(schedule.timing, 'vi'), en: describeTiming(schedule.timing, 'en') },
+      description: {
+        vi: describeTiming(schedule.timing, 'vi', schedule.exceptDates),
+        en: describeTiming(schedule.timing, 'en', schedule.exceptDates),
+      },
       status,
       nextOccurrence: next ? localDateTime(next) : null,
       createdBy:
@@ -569,6 +642,23 @@ export class SchedulesService {
       updatedAt: localDateTime(schedule.updatedAt),
     };
   }
+}
+
+/**
+ * What an edit changed, field by field, as the audit keeps it: `{ timing: { from, to } }`. Only the fields
+ * whose value differs, so the log says what the broadcaster really changed, not what the request repeated.
+ */
+function changesOf(
+  before: ScheduleRow,
+  after: Pick<ScheduleRow, (typeof AUDITED_FIELDS)[number]>,
+): Record<string, { from: unknown; to: unknown }> {
+  const changes: Record<string, { from: unknown; to: unknown }> = {};
+  for (const field of AUDITED_FIELDS) {
+    if (JSON.stringify(before[field]) !== JSON.stringify(after[field])) {
+      changes[field] = { from: before[field], to: after[field] };
+    }
+  }
+  return changes;
 }
 
 /** Targets as stored: only the lists given, without repeats, in the order given. */

@@ -624,11 +624,18 @@ function describeLocalDate(text: string, locale: TimingLocale): string {
 
 const sortedTimes = (times: readonly string[]) => [...times].sort();
 
+/** Skipped dates named in a description; the rest are counted ("và 3 ngày khác"), so a year of them stays short. */
+const EXCEPT_DATES_NAMED = 10;
+
 /**
- * The timing in words, as the API answer shows it:
- * "Hằng ngày lúc 06:00 và 17:00, từ 01/12/2026 đến 31/12/2026".
+ * The timing in words, as the API answer shows it, with the skipped dates last:
+ * "Hằng ngày lúc 06:00 và 17:00, từ 01/12/2026 đến 31/12/2026; trừ ngày 24/12/2026".
  */
-export function describeTiming(timing: Timing, locale: TimingLocale): string {
+export function describeTiming(
+  timing: Timing,
+  locale: TimingLocale,
+  exceptDates: readonly string[] = [],
+): string {
   const words = TIMING_WORDS[locale];
   const list = (items: readonly string[]) => joinList(items, words.and);
   let text: string;
@@ -663,6 +670,12 @@ export function describeTiming(timing: Timing, locale: TimingLocale): string {
   }
   if (timing.repeat) {
     text += `; ${words.repeat(timing.repeat.count, describeDuration(timing.repeat.intervalS, words))}`;
+  }
+  if (exceptDates.length > 0) {
+    const sorted = [...exceptDates].sort();
+    const named = sorted.slice(0, EXCEPT_DATES_NAMED).map((d) => describeLocalDate(d, locale));
+    const more = sorted.length - named.length;
+    text += `; ${words.except(list(more > 0 ? [...named, words.moreDays(more)] : named))}`;
   }
   return text;
 }

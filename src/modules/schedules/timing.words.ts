@@ -16,6 +16,10 @@ export interface TimingWords {
   from: (date: string) => string;
   fromUntil: (from: string, until: string) => string;
   repeat: (count: number, interval: string) => string;
+  /** The skipped dates (exceptDates), already listed. */
+  except: (dates: string) => string;
+  /** What stands for the skipped dates not named, when there are too many to list. */
+  moreDays: (n: number) => string;
   and: string;
   days: Readonly<Record<Weekday, string>>;
   hours: (n: number) => string;
@@ -53,6 +57,8 @@ export const TIMING_WORDS: Readonly<Record<TimingLocale, TimingWords>> = {
     from: (date) => `từ ${date}`,
     fromUntil: (from, until) => `từ ${from} đến ${until}`,
     repeat: (count, interval) => `phát ${count} lần, cách nhau ${interval}`,
+    except: (dates) => `trừ ngày ${dates}`,
+    moreDays: (n) => `${n} ngày khác`,
     and: 'và',
     days: {
       mon: 'Thứ Hai',
@@ -77,6 +83,8 @@ export const TIMING_WORDS: Readonly<Record<TimingLocale, TimingWords>> = {
     from: (date) => `from ${date}`,
     fromUntil: (from, until) => `from ${from} to ${until}`,
     repeat: (count, interval) => `played ${count} times, ${interval} apart`,
+    except: (dates) => `except ${dates}`,
+    moreDays: (n) => plural(n, 'other day', 'other days'),
     and: 'and',
     days: {
       mon: 'Monday',
