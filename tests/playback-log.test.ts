@@ -3,9 +3,11 @@
  * `log` entries over the real broker, closed with an outcome; the log API in JSON and streamed CSV, its
  * scope, its input errors, and retention. Devices are plain MQTT clients that answer as firmware would.
  */
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { OpenRecordsInput } from '../src/modules/playback/playback.service.js';
 import { topics, type Command, type PlaybackLogEntry } from '../src/protocol/index.js';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
@@ -33,6 +35,30 @@ interface LogRecord {
   interruptions: number;
   outcome: string;
   reason: string | null;
+}
+
+/** Opens the records of a play session as the command path does; a one-minute slot unless told. */
+function openSession(
+  t: TestApp,
+  sessionId: string,
+  deviceIds: string[],
+  dueAt: Date,
+  extra: Partial<OpenRecordsInput> = {},
+) {
+  t.app.services.playback.openRecords({
+    sessionId,
+    commandId: `cmd_${sessionId}`,
+    deviceIds,
+    priority: 'normal',
+    dueAt,
+    endsAt: new Date(dueAt.getTime() + 60_000),
+    plannedMs: 60_000,
+    programmeId: null,
+    programmeRevisionId: null,
+    scheduleId: null,
+    occurrenceId: null,
+    ...extra,
+  });
 }
 
 /** A device on a plain MQTT client: it collects its commands and answers as the test tells it. */
@@ -287,23 +313,8 @@ describe('playback log', () => {
   it('streams a CSV of 20,000 records over HTTP, newest first, without a page limit', async () => {
     const deviceIds: string[] = [];
     for (let i = 0; i < 20; i++) deviceIds.push((await t.createDevice(tree.hamletB.id, `Loa ${i}`)).id);
-    const playback = t.app.services.playback;
     t.app.db.transaction(() => {
-      for (let s = 0; s < 1_000; s++) {
-        playback.openRecords({
-          sessionId: `ses_bulk_${s}`,
-          commandId: `cmd_bulk_${s}`,
-          deviceIds,
-          priority: 'normal',
-          dueAt: at(s * 60_000),
-          endsAt: at(s * 60_000 + 600_000),
-          plannedMs: 600_000,
-          programmeId: null,
-          programmeRevisionId: null,
-          scheduleId: null,
-          occurrenceId: null,
-        });
-      }
+      for (let s = 0; s < 1_000; s++) openSession(t, `ses_bulk_${s}`, deviceIds, at(s * 60_000));
     });
     const { port } = t.app.server.address() as AddressInfo;
     const res = await fetch(`http://127.0.0.1:${port}/api/v1/playback-log?areaId=${tree.hamletB.id}`, {
@@ -370,27 +381,10 @@ describe('playback log', () => {
   });
 
   it('filters by local dates: `to` as a date includes that whole day', async () => {
-    const playback = t.app.services.playback;
     const device = await t.createDevice(tree.hamletA.id, 'Cụm loa đầu làng');
     // 23:30 on 1 December and 00:30 on 2 December, Vietnam time.
-    for (const [sessionId, iso] of [
-      ['ses_a', '2026-12-01T16:30:00Z'],
-      ['ses_b', '2026-12-01T17:30:00Z'],
-    ] as const) {
-      playback.openRecords({
-        sessionId,
-        commandId: `cmd_${sessionId}`,
-        deviceIds: [device.id],
-        priority: 'normal',
-        dueAt: new Date(iso),
-        endsAt: new Date(Date.parse(iso) + 60_000),
-        plannedMs: 60_000,
-        programmeId: null,
-        programmeRevisionId: null,
-        scheduleId: null,
-        occurrenceId: null,
-      });
-    }
+    openSession(t, 'ses_a', [device.id], new Date('2026-12-01T16:30:00Z'));
+    openSession(t, 'ses_b', [device.id], new Date('2026-12-01T17:30:00Z'));
     expect((await log('?to=2026-12-01')).map((r) => r.sessionId)).toEqual(['ses_a']);
     expect((await log('?from=2026-12-02')).map((r) => r.sessionId)).toEqual(['ses_b']);
     expect((await log('?from=2026-12-01T23:00&to=2026-12-02T00:00')).map((r) => r.sessionId)).toEqual([
@@ -404,16 +398,9 @@ describe('playback log', () => {
     const heard: string[] = [];
     playback.subscribe((deviceId, entry) => heard.push(`${deviceId}:${entry.seq}:${entry.event}`));
     const scheduled = (sessionId: string, occurrenceId: number) =>
-      playback.openRecords({
-        sessionId,
-        commandId: `cmd_${sessionId}`,
-        deviceIds: [device.id],
-        priority: 'normal',
-        dueAt: at(0),
+      openSession(t, sessionId, [device.id], at(0), {
         endsAt: at(600_000),
         plannedMs: 600_000,
-        programmeId: null,
-        programmeRevisionId: null,
         scheduleId: 'sch_ban_tin_sang',
         occurrenceId,
       });
@@ -484,24 +471,10 @@ describe('playback log', () => {
   it('prunes records and raw entries past the retention period, also as a daily job', async () => {
     const playback = t.app.services.playback;
     const device = await t.createDevice(tree.hamletA.id, 'Cụm loa cũ');
-    const open = (sessionId: string, dueAt: Date) =>
-      playback.openRecords({
-        sessionId,
-        commandId: `cmd_${sessionId}`,
-        deviceIds: [device.id],
-        priority: 'normal',
-        dueAt,
-        endsAt: new Date(dueAt.getTime() + 60_000),
-        plannedMs: 60_000,
-        programmeId: null,
-        programmeRevisionId: null,
-        scheduleId: null,
-        occurrenceId: null,
-      });
     const old = new Date(Date.parse(T0) - 401 * 86_400_000);
     const recent = new Date(Date.parse(T0) - 399 * 86_400_000);
-    open('ses_old', old);
-    open('ses_recent', recent);
+    openSession(t, 'ses_old', [device.id], old);
+    openSession(t, 'ses_recent', [device.id], recent);
     playback.record(device.id, {
       seq: 1,
       sessionId: 'ses_old',
@@ -525,5 +498,218 @@ describe('playback log', () => {
     clock.advance(2 * 86_400_000);
     await waitFor(() => t.query('SELECT id FROM playback_log').length === 0, 'pruned by the job');
     expect(t.query('SELECT id FROM playback_events')).toEqual([]);
+  });
+
+  /** Feeds a device's log entry to the service, as the device gateway does (one flush: one batch). */
+  let seq = 0;
+  function entry(
+    deviceId: string,
+    sessionId: string,
+    event: PlaybackLogEntry['event'],
+    ms: number,
+    extra: { reason?: string; commandId?: string } = {},
+  ) {
+    t.app.services.playback.record(deviceId, {
+      seq: ++seq,
+      sessionId,
+      commandId: extra.commandId ?? `cmd_${sessionId}`,
+      event,
+      at: at(ms).toISOString(),
+      ...(extra.reason ? { reason: extra.reason } : {}),
+    });
+    t.app.services.playback.flushEntries();
+  }
+
+  it('keeps spreadsheet formulas out of the CSV and writes Vietnamese in NFC', async () => {
+    const formula = '=HYPERLINK("https://lừa-đảo.example","Bấm vào đây")';
+    const evil = await t.createDevice(tree.hamletA.id, formula);
+    const decomposed = 'Cụm loa chợ Đông'.normalize('NFD');
+    const plain = await t.createDevice(tree.hamletA.id, decomposed);
+    openSession(t, 'ses_csv', [evil.id, plain.id], at(0));
+    entry(evil.id, 'ses_csv', 'failed', 1_000, { reason: '+1-2 @SUM(A1:A9)' });
+    entry(plain.id, 'ses_csv', 'failed', 1_000, { reason: '-mất điện'.normalize('NFD') });
+
+    const res = await t.request('GET', '/api/v1/playback-log?format=csv', { token: t.adminToken });
+    expect(res.statusCode).toBe(200);
+    const text = res.rawPayload.subarray(3).toString('utf8');
+    const rows = text.trim().split('\n').slice(1);
+    const cells = (deviceId: string) => {
+      const row = rows.find((r) => r.includes(deviceId))!;
+      return {
+        name: row.split(`,${deviceId},`)[0]!.split(',').slice(2).join(','),
+        reason: row.split(',').at(-1),
+      };
+    };
+    // A leading ' makes the cell text; the quotes are CSV's own (the name holds commas and quotes).
+    expect(cells(evil.id)).toEqual({
+      name: `"'=HYPERLINK(""https://lừa-đảo.example"",""Bấm vào đây"")"`,
+      reason: "'+1-2 @SUM(A1:A9)",
+    });
+    expect(cells(plain.id)).toEqual({ name: 'Cụm loa chợ Đông', reason: "'-mất điện" });
+    expect(text).toBe(text.normalize('NFC'));
+    // The JSON answer keeps the values as they are: escaping is for spreadsheets only.
+    expect((await log(`?deviceId=${evil.id}`))[0]?.device.name).toBe(formula);
+  });
+
+  it('follows re-sent offline entries that arrive after the record closed, whatever batches they come in', async () => {
+    const device = await t.createDevice(tree.hamletA.id, 'Cụm loa xóm Bàu');
+    openSession(t, 'ses_offline', [device.id], at(0), { endsAt: at(600_000), plannedMs: 600_000 });
+    clock.advance(600_000 + 60_000 + 30_000);
+    expect((await log())[0]).toMatchObject({ outcome: 'undelivered' });
+
+    // Back online, the device re-sends what it logged: one entry per batch, as a slow link delivers them.
+    entry(device.id, 'ses_offline', 'started', 0);
+    entry(device.id, 'ses_offline', 'interrupted', 100_000, { reason: 'preempted' });
+    entry(device.id, 'ses_offline', 'started', 160_000);
+    // A copy of an entry already applied counts once.
+    t.app.services.playback.record(device.id, {
+      seq,
+      sessionId: 'ses_offline',
+      commandId: 'cmd_ses_offline',
+      event: 'started',
+      at: at(160_000).toISOString(),
+    });
+    entry(device.id, 'ses_offline', 'interrupted', 400_000, { reason: 'stopped' });
+    expect((await log())[0]).toMatchObject({ outcome: 'pending', airedMs: 340_000, interruptions: 2 });
+
+    clock.advance(30_000); // the closing job decides it again
+    const r = (await log())[0];
+    expect(r).toMatchObject({ outcome: 'partial', airedMs: 340_000, interruptions: 2 });
+    expect(r?.reason).toBe('stopped; 340 s of 600 s aired');
+    // Decided on its own entries now: a straggler changes nothing.
+    entry(device.id, 'ses_offline', 'started', 500_000);
+    clock.advance(30_000);
+    expect((await log())[0]).toMatchObject({ outcome: 'partial', airedMs: 340_000 });
+  });
+
+  it('continues the record when a resume (a new command, the same session) plays on', async () => {
+    const device = await t.createDevice(tree.hamletA.id, 'Cụm loa đình làng');
+    const slot = { endsAt: at(600_000), plannedMs: 600_000, scheduleId: 'sch_ban_tin_sang', occurrenceId: 7 };
+    openSession(t, 'ses_resume', [device.id], at(0), slot);
+    entry(device.id, 'ses_resume', 'started', 0);
+    entry(device.id, 'ses_resume', 'interrupted', 60_000, { reason: 'preempted' });
+    expect(t.app.services.playback.resumable(device.id, at(90_000))).toHaveLength(1);
+    // The resume's own command id; the session is the same.
+    entry(device.id, 'ses_resume', 'started', 90_000, { commandId: 'cmd_resume_1' });
+    entry(device.id, 'ses_resume', 'finished', 600_000, { commandId: 'cmd_resume_1' });
+    clock.advance(600_000 + 60_000 + 30_000);
+
+    const records = await log();
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({
+      commandId: 'cmd_ses_resume',
+      outcome: 'partial',
+      airedMs: 570_000,
+      interruptions: 1,
+      reason: 'interrupted by a higher-priority broadcast, resumed; 570 s of 600 s aired',
+    });
+  });
+
+  it('records a play pre-empted before it went on air as skipped, not expired', async () => {
+    const device = await t.createDevice(tree.hamletA.id, 'Cụm loa trạm bơm');
+    openSession(t, 'ses_waiting', [device.id], at(0));
+    // Sent ahead with startAt; an emergency took the loudspeaker while it waited, until the slot closed.
+    entry(device.id, 'ses_waiting', 'interrupted', 0, { reason: 'preempted' });
+    clock.advance(60_000 + 60_000 + 30_000);
+    expect((await log())[0]).toMatchObject({
+      outcome: 'skipped',
+      reason: 'a higher-priority broadcast was playing',
+      airedMs: 0,
+    });
+  });
+
+  it('keeps the records of a device deleted later, with its name, in its area', async () => {
+    const device = await t.createDevice(tree.hamletA.id, 'Cụm loa đã tháo dỡ');
+    openSession(t, 'ses_gone', [device.id], at(0));
+    entry(device.id, 'ses_gone', 'started', 0);
+    entry(device.id, 'ses_gone', 'finished', 60_000);
+    const deleted = await t.request('DELETE', `/api/v1/devices/${device.id}`, { token: t.adminToken });
+    expect(deleted.statusCode).toBe(204);
+    const userA = await t.createUser('technician', tree.communeA.id);
+    expect(await log('', userA)).toMatchObject([
+      {
+        device: { id: device.id, name: 'Cụm loa đã tháo dỡ' },
+        area: { id: tree.hamletA.id },
+        outcome: 'played',
+      },
+    ]);
+    const csv = await t.request('GET', '/api/v1/playback-log?format=csv', { token: userA });
+    expect(csv.body).toContain(`Cụm loa đã tháo dỡ,${device.id},Thôn Đông,`);
+    // A session opened after the deletion has no record for it.
+    openSession(t, 'ses_after', [device.id], at(120_000));
+    expect(await log('?outcome=pending')).toEqual([]);
+  });
+
+  it('lets every role read the log of its own subtree only', async () => {
+    const a = await t.createDevice(tree.hamletA.id, 'Cụm loa xã Hải Phú');
+    const b = await t.createDevice(tree.hamletB.id, 'Cụm loa xã Hải Thượng');
+    openSession(t, 'ses_roles', [a.id, b.id], at(0));
+    for (const role of ['district_operator', 'broadcaster', 'technician', 'approver']) {
+      const token = await t.createUser(role, tree.communeA.id);
+      expect(
+        (await log('', token)).map((r) => r.device.id),
+        role,
+      ).toEqual([a.id]);
+      const csv = await t.request('GET', '/api/v1/playback-log?format=csv', { token });
+      expect(csv.body.includes(a.id) && !csv.body.includes(b.id), role).toBe(true);
+      const other = await t.request('GET', `/api/v1/playback-log?areaId=${tree.hamletB.id}`, { token });
+      expect(other.statusCode, role).toBe(403);
+    }
+  });
+});
+
+describe('playback log export over HTTP', () => {
+  let t: TestApp;
+  let logLines: string[];
+
+  beforeEach(async () => {
+    logLines = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        logLines.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    t = await createTestApp({ clock: new ManualClock(T0), listen: true, logger: { level: 'warn', stream } });
+  });
+  afterEach(async () => {
+    await t.close();
+  });
+
+  it('stops reading the database when the client goes away mid-stream, and serves the next one', async () => {
+    const tree = await createAreaTree(t);
+    const deviceIds: string[] = [];
+    for (let i = 0; i < 40; i++) deviceIds.push((await t.createDevice(tree.hamletA.id, `Loa ${i}`)).id);
+    const total = 40 * 1_000;
+    t.app.db.transaction(() => {
+      for (let s = 0; s < 1_000; s++)
+        openSession(t, `ses_${s}`, deviceIds, new Date(Date.parse(T0) + s * 60_000));
+    });
+    const { port } = t.app.server.address() as AddressInfo;
+    const url = `http://127.0.0.1:${port}/api/v1/playback-log?format=csv`;
+    const headers = { authorization: `Bearer ${t.adminToken}` };
+
+    // Reads the first bytes, then stops reading and hangs up (~9 MB would follow: more than the socket
+    // buffers hold, so back-pressure holds the server up until the client leaves).
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.write(
+      `GET /api/v1/playback-log?format=csv HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+        `Authorization: Bearer ${t.adminToken}\r\n\r\n`,
+    );
+    const first = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
+    expect(first.toString('latin1')).toMatch(/^HTTP\/1\.1 200 /);
+    socket.destroy();
+
+    const ended = await waitFor(
+      () =>
+        logLines
+          .map((l) => JSON.parse(l) as { msg: string; rows: number })
+          .find((l) => l.msg === 'playback log export ended early'),
+      'the export ended',
+    );
+    expect(ended.rows).toBeLessThan(total);
+    // The server is fine and the next export is whole.
+    const again = await fetch(url, { headers });
+    expect((await again.text()).trim().split('\n')).toHaveLength(total + 1);
   });
 });

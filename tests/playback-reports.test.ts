@@ -210,4 +210,48 @@ describe('broadcast report', () => {
       bulletins: [],
     });
   });
+
+  it('lets every role read the report of its own subtree, and keeps formulas out of its CSV', async () => {
+    for (const role of ['broadcaster', 'technician', 'approver']) {
+      const token = await t.createUser(role, tree.communeA.id);
+      expect((await report(`areaId=${tree.communeA.id}&month=2026-12`, token)).statusCode, role).toBe(200);
+      expect((await report(`areaId=${tree.district.id}&month=2026-12`, token)).statusCode, role).toBe(403);
+    }
+
+    // A hamlet named like a formula, whose loudspeaker failed with a reason that reads like one.
+    const hamlet = await t.createArea({ name: '=Thôn Mới', level: 'hamlet', parentId: tree.communeA.id });
+    const device = (await t.createDevice(hamlet.id, 'Cụm loa thôn Mới')).id;
+    const dueAt = new Date('2026-12-20T06:00:00+07:00');
+    const playback = t.app.services.playback;
+    playback.openRecords({
+      sessionId: 'ses_formula',
+      commandId: 'cmd_ses_formula',
+      deviceIds: [device],
+      priority: 'normal',
+      dueAt,
+      endsAt: new Date(dueAt.getTime() + 120_000),
+      plannedMs: 60_000,
+      programmeId: null,
+      programmeRevisionId: null,
+      scheduleId: null,
+      occurrenceId: null,
+    });
+    playback.record(device, {
+      seq: 1,
+      sessionId: 'ses_formula',
+      commandId: 'cmd_ses_formula',
+      event: 'failed',
+      at: dueAt.toISOString(),
+      reason: '@SUM(1+1)',
+    });
+    playback.flushEntries();
+    const csv = await report(`areaId=${tree.communeA.id}&month=2026-12&format=csv`);
+    const row = csv.rawPayload
+      .subarray(3)
+      .toString('utf8')
+      .split('\n')
+      .find((l) => l.includes('Thôn Mới'));
+    expect(row).toMatch(/^Thôn,'=Thôn Mới,Xã Hải Phú,1,1,/);
+    expect(row).toMatch(/,'@SUM\(1\+1\) \(1\)$/);
+  });
 });

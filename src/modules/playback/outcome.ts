@@ -170,6 +170,11 @@ export function decideOutcome(
     airedMs: 0,
     joinedAtMs: joined,
   });
+  // Ended before it went on air (protocol.md §3.5: while downloading or waiting for `startAt`): the device
+  // had it in time, so neither `expired` nor a fault of the device.
+  if (r.interruptions > 0 && r.reason === 'preempted')
+    return closed('skipped', 'a higher-priority broadcast was playing');
+  if (r.interruptions > 0 && r.reason === 'stopped') return closed('skipped', 'stopped before it started');
   if (!delivery) return closed('undelivered', 'never sent');
   switch (delivery.status) {
     case 'failed':

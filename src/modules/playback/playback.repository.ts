@@ -61,32 +61,18 @@ export interface LogFilter {
 export type LogRow = typeof playbackLog.$inferSelect & { areaName: string | null };
 
 /** A record as the closing and the log entries read it (epoch ms). */
-interface ProgressRow {
+type ProgressRow = RecordProgress & {
   id: number;
   commandId: string;
   deviceId: string;
-  scheduleId: string | null;
-  dueAt: number;
   endsAt: number;
-  plannedMs: number | null;
-  startedAt: number | null;
-  finishedAt: number | null;
-  airedMs: number;
-  playingSince: number | null;
-  joinedAtMs: number | null;
-  interruptions: number;
-  reason: string | null;
-  outcome: PlaybackOutcome | null;
   receivedAt: number | null;
-}
+};
 
 const PROGRESS_COLUMNS = `id, command_id AS commandId, device_id AS deviceId, schedule_id AS scheduleId,
   due_at AS dueAt, ends_at AS endsAt, planned_ms AS plannedMs, started_at AS startedAt,
   finished_at AS finishedAt, aired_ms AS airedMs, playing_since AS playingSince, joined_at_ms AS joinedAtMs,
   interruptions, reason, outcome, received_at AS receivedAt`;
-
-/** Outcomes decided without any sign of playback: a device's log arriving later may still change them. */
-const WITHOUT_EVIDENCE = new Set<PlaybackOutcome>(['undelivered', 'expired', 'skipped']);
 
 /** Records closed per transaction by the periodic job; more wait for its next run. */
 const CLOSE_BATCH = 2_000;
@@ -181,16 +167,11 @@ function prepare(sqlite: Database.Database) {
     pruneRecords: sqlite.prepare(
       `DELETE FROM playback_log WHERE id IN (SELECT id FROM playback_log WHERE due_at < ? LIMIT ?)`,
     ),
-    // playback_events has no index on `at`; rows arrive in about time order, so the oldest lie at the lowest
-    // ids: read a window of ids from a cursor and delete its old rows, and stop at a window with none.
-    eventWindow: sqlite.prepare<[number, number], { id: number; at: number }>(
-      `SELECT id, at FROM playback_events WHERE id > ? ORDER BY id LIMIT ?`,
+    pruneEvents: sqlite.prepare(
+      `DELETE FROM playback_events WHERE id IN (SELECT id FROM playback_events WHERE at < ? LIMIT ?)`,
     ),
-    deleteEvent: sqlite.prepare(`DELETE FROM playback_events WHERE id = ?`),
   };
 }
-
-const toProgress = (row: ProgressRow): RecordProgress & { endsAt: number; receivedAt: number | null } => row;
 
 export class PlaybackRepository {
   /** Prepared once: it runs for every entry. Values are bound raw (epoch ms), bypassing drizzle's encoders. */
@@ -281,11 +262,14 @@ export class PlaybackRepository {
     const row = this.stmts.record.get(e.sessionId, e.deviceId);
     // Older commands, or one the server does not know: the entry is only stored.
     if (!row) return;
-    let record = toProgress(row);
+    let record: ProgressRow = row;
     if (record.outcome !== null) {
-      // Closed without any sign of playback (the device was out of reach): its log, arriving now, says
-      // what really happened, and the record is decided again. Other closed records stay as they are.
-      if (!WITHOUT_EVIDENCE.has(record.outcome)) return;
+      // Closed before any entry of its own (the device was out of reach, or acknowledged a start and then
+      // lost its link): its log, re-sent after a reconnect, says what really happened. The record opens
+      // again and the closing job decides it on its next run (at once when final), so that every entry of
+      // the burst counts, however many batches it arrives in. A record its own entries decided stays so.
+      const untouched = row.startedAt === null && row.finishedAt === null && row.interruptions === 0;
+      if (!untouched || row.outcome === 'failed') return;
       record = { ...record, outcome: null, reason: null };
     }
     let position: PlayPosition | null = null;
@@ -311,18 +295,14 @@ export class PlaybackRepository {
       outcome: next.outcome,
       now,
     });
-    if (isFinal(next) || row.outcome !== null) this.closeOne({ ...row, ...next }, now);
+    if (isFinal(next)) this.closeOne(next, now);
   }
 
   private closeOne(row: ProgressRow, now: number): void {
     const delivery = this.stmts.delivery.get(row.commandId, row.deviceId) ?? null;
     const receivedAt =
       delivery && (delivery.status === 'received' || delivery.status === 'done') ? delivery.updatedAt : null;
-    const closing = decideOutcome(
-      { ...toProgress(row), receivedAt: row.receivedAt ?? receivedAt },
-      delivery,
-      now,
-    );
+    const closing = decideOutcome({ ...row, receivedAt: row.receivedAt ?? receivedAt }, delivery, now);
     this.stmts.close.run({
       id: row.id,
       outcome: closing.outcome,
@@ -363,22 +343,9 @@ export class PlaybackRepository {
     return this.stmts.pruneRecords.run(before.getTime(), batch).changes;
   }
 
-  /**
-   * Deletes the raw log entries from before `before` among the `window` entries after id `afterId`; returns
-   * how many, and the cursor of the next window: null when this window held none to delete (or was the last).
-   */
-  pruneEventWindow(before: Date, afterId: number, window: number): { deleted: number; next: number | null } {
-    return this.db.transaction(() => {
-      const rows = this.stmts.eventWindow.all(afterId, window);
-      let deleted = 0;
-      for (const r of rows) {
-        if (r.at < before.getTime()) {
-          this.stmts.deleteEvent.run(r.id);
-          deleted += 1;
-        }
-      }
-      return { deleted, next: deleted === 0 || rows.length < window ? null : rows[rows.length - 1]!.id };
-    });
+  /** Deletes up to `batch` raw log entries made (device time) before `before`; returns how many. */
+  pruneEvents(before: Date, batch: number): number {
+    return this.stmts.pruneEvents.run(before.getTime(), batch).changes;
   }
 
   private where(f: LogFilter): SQL | undefined {

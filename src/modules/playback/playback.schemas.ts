@@ -29,7 +29,7 @@ export const playbackLogQuerySchema = z.object({
   outcome: z
     .enum(LOG_OUTCOME_FILTERS)
     .optional()
-    .describe('pending: the slot is still open, or closed less than a minute ago'),
+    .describe('pending: not decided yet (slot open or closed under a minute ago, or reopened by a late log)'),
   limit: z.coerce.number().int().min(1).max(1_000).default(100),
   offset: z.coerce.number().int().min(0).default(0),
   format,

@@ -142,6 +142,19 @@ const LOG_CSV_COLUMNS: { header: string; value: (r: LogRow) => string | number |
   { header: 'Lý do', value: (r) => r.reason },
 ];
 
+/**
+ * Both exports: a BOM, so spreadsheet programs read UTF-8; text in NFC (names and device reasons are stored
+ * as typed, and decomposed tone marks show apart in Excel); and a cell that starts like a formula (= + - @,
+ * tab, CR) gets a leading ' (OWASP "CSV injection"), so that a device name, a title or a reason a device
+ * sent can never run as a formula in the spreadsheet of whoever opens the file.
+ */
+const CSV_OPTIONS = {
+  bom: true,
+  header: true,
+  escape_formulas: true,
+  cast: { string: (value: string) => value.normalize('NFC') },
+};
+
 const REPORT_CSV_HEADER = [
   'Cấp',
   'Khu vực',
@@ -300,22 +313,17 @@ export class PlaybackService {
    */
   async prune(): Promise<{ records: number; events: number }> {
     const before = new Date(this.clock.now().getTime() - this.options.retentionMs);
-    const yieldLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
-    let records = 0;
-    for (;;) {
-      const n = this.repo.pruneRecords(before, PRUNE_BATCH);
-      records += n;
-      if (n < PRUNE_BATCH) break;
-      await yieldLoop();
-    }
-    let events = 0;
-    let cursor: number | null = 0;
-    while (cursor !== null) {
-      const result = this.repo.pruneEventWindow(before, cursor, PRUNE_BATCH);
-      events += result.deleted;
-      cursor = result.next;
-      if (cursor !== null) await yieldLoop();
-    }
+    const inBatches = async (deleteBatch: (before: Date, batch: number) => number) => {
+      let total = 0;
+      for (;;) {
+        const n = deleteBatch(before, PRUNE_BATCH);
+        total += n;
+        if (n < PRUNE_BATCH) return total;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    };
+    const records = await inBatches((b, n) => this.repo.pruneRecords(b, n));
+    const events = await inBatches((b, n) => this.repo.pruneEvents(b, n));
     if (records + events > 0) this.log.info({ records, events, before }, 'playback log pruned');
     return { records, events };
   }
@@ -360,11 +368,15 @@ export class PlaybackService {
   exportCsv(actor: Actor, q: PlaybackLogQuery): { filename: string; stream: Readable } {
     const filter = this.filter(actor, q);
     const repo = this.repo;
+    let sent = 0;
     async function* rows() {
       let after: { dueAt: Date; id: number } | null = null;
       for (;;) {
         const chunk = repo.chunkAfter(filter, after, CSV_CHUNK);
-        for (const r of chunk) yield LOG_CSV_COLUMNS.map((c) => c.value(r));
+        for (const r of chunk) {
+          yield LOG_CSV_COLUMNS.map((c) => c.value(r));
+          sent += 1;
+        }
         if (chunk.length < CSV_CHUNK) return;
         const last = chunk[chunk.length - 1]!;
         after = { dueAt: last.dueAt, id: last.id };
@@ -372,9 +384,11 @@ export class PlaybackService {
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     }
-    const csv = stringify({ bom: true, header: true, columns: LOG_CSV_COLUMNS.map((c) => c.header) });
+    const csv = stringify({ ...CSV_OPTIONS, columns: LOG_CSV_COLUMNS.map((c) => c.header) });
+    // A client that goes away destroys `csv` (Fastify does on the response's close); the pipeline then ends
+    // the generator, so no chunk is read for nobody.
     pipeline(Readable.from(rows()), csv, (err) => {
-      if (err) this.log.warn({ err }, 'playback log export ended early');
+      if (err) this.log.warn({ err, rows: sent }, 'playback log export ended early');
     });
     return { filename: `nhat-ky-phat-thanh-${localDate(this.clock.now())}.csv`, stream: csv };
   }
@@ -437,7 +451,7 @@ export class PlaybackService {
       if (c.id !== report.area.id) rows.push(line('commune', c.name, c.name, c));
       for (const h of c.hamlets) rows.push(line('hamlet', h.name, c.name, h));
     }
-    const body = stringifySync(rows, { bom: true, header: true, columns: REPORT_CSV_HEADER });
+    const body = stringifySync(rows, { ...CSV_OPTIONS, columns: REPORT_CSV_HEADER });
     return { filename: `bao-cao-phat-thanh-${q.month}.csv`, body };
   }
 }
