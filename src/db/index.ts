@@ -8,6 +8,14 @@ import * as schema from './schema/index.js';
 
 export type Db = BetterSQLite3Database<typeof schema>;
 
+/**
+ * The better-sqlite3 connection behind a Db, for the few queries that drizzle cannot express or that must
+ * stream (prepared once, iterated in chunks). drizzle keeps it as `$client`; the Db type does not spell it out.
+ */
+export function sqliteOf(db: Db): Database.Database {
+  return (db as unknown as { $client: Database.Database }).$client;
+}
+
 /** drizzle/ sits at the project root, both when running from src/ (tsx) and from dist/src/ (node). */
 function findMigrationsFolder(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));

@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { and, desc, eq, gte, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
-import type { Db } from '../../db/index.js';
+import { sqliteOf, type Db } from '../../db/index.js';
 import {
   areas,
   commandDeliveries,
@@ -180,8 +180,7 @@ export class PlaybackRepository {
   private readonly stmts: ReturnType<typeof prepare>;
 
   constructor(private readonly db: Db) {
-    // drizzle keeps its better-sqlite3 connection as $client; the Db type does not spell it out.
-    this.sqlite = (db as unknown as { $client: Database.Database }).$client;
+    this.sqlite = sqliteOf(db);
     this.stmts = prepare(this.sqlite);
     const raw = (name: string) => sql`${sql.placeholder(name)}`;
     this.insertOnceStmt = db

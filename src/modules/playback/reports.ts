@@ -3,8 +3,7 @@
  * per commune and per hamlet below it, for the records due in one Vietnamese calendar month. Every figure
  * is an SQL aggregate over the (area_path, due_at) index: a year of a province is never loaded as rows.
  */
-import type Database from 'better-sqlite3';
-import type { Db } from '../../db/index.js';
+import { sqliteOf, type Db } from '../../db/index.js';
 import type { AreaRow } from '../../db/schema/index.js';
 import type { Figures } from './playback.schemas.js';
 
@@ -34,7 +33,7 @@ export class BroadcastReports {
   private readonly stmts;
 
   constructor(db: Db) {
-    const sqlite = (db as unknown as { $client: Database.Database }).$client;
+    const sqlite = sqliteOf(db);
     const areasIn = `a.id IN (SELECT value FROM json_each(@areaIds))`;
     this.stmts = {
       areas: sqlite.prepare<{ path: string; upper: string; id: string }, AreaRow>(

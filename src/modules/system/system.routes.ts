@@ -1,6 +1,6 @@
-import type Database from 'better-sqlite3';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { sqliteOf } from '../../db/index.js';
 import { AppError, toProblem } from '../../errors.js';
 import { checkBrokerListening, checkDatabaseWritable, type CheckResult } from './readiness.js';
 
@@ -27,8 +27,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
     async () => ({ status: 'ok' as const }),
   );
 
-  // drizzle keeps its better-sqlite3 connection as $client; the Db type does not spell it out.
-  const sqlite = (app.db as unknown as { $client: Database.Database }).$client;
+  const sqlite = sqliteOf(app.db);
 
   app.get(
     '/readyz',
