@@ -8,7 +8,11 @@
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scheduleOccurrences } from '../src/db/schema/index.js';
-import { PLANNED_FOREVER, SCHEDULE_PLANNING_DAYS } from '../src/modules/schedules/planning.js';
+import {
+  occurrencePlayIds,
+  PLANNED_FOREVER,
+  SCHEDULE_PLANNING_DAYS,
+} from '../src/modules/schedules/planning.js';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
 import { approvedRelay } from './support/programmes.js';
@@ -756,6 +760,21 @@ describe('schedules API', () => {
       expect(
         (await t.request('DELETE', `/api/v1/schedules/${body.id}`, { token: broadcasterA })).statusCode,
       ).toBe(404);
+      // The sent occurrence, whose slot has not ended, is stopped on the schedule's devices by the person who
+      // deleted it: a wrong bulletin deleted in the minute before its slot must not air.
+      const stops = t.query(
+        `SELECT params, priority, created_by FROM commands WHERE type = 'stop' ORDER BY created_at`,
+      ) as { params: string; priority: string; created_by: string }[];
+      const { sessionId } = occurrencePlayIds(body.id, new Date(vn('2026-12-01T10:00')));
+      expect(
+        stops.filter((c) => (JSON.parse(c.params) as { sessionId?: string }).sessionId === sessionId),
+      ).toEqual([
+        {
+          params: JSON.stringify({ sessionId }),
+          priority: 'normal',
+          created_by: expect.any(String) as string,
+        },
+      ]);
       const actions = t.query(`SELECT action FROM audit_log WHERE target_id = '${body.id}' ORDER BY id`) as {
         action: string;
       }[];

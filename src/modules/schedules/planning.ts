@@ -9,6 +9,7 @@
  * Pure functions: the caller passes the instants and the content's length.
  */
 import { AppError, invalid } from '../../errors.js';
+import { derivedId } from '../../lib/ids.js';
 import {
   TIMING_LIMITS,
   TooManyOccurrencesError,
@@ -20,6 +21,18 @@ import {
 
 /** How far ahead occurrences exist as rows; more than the 90 days conflicts are checked over. */
 export const SCHEDULE_PLANNING_DAYS = 92;
+
+/**
+ * The play command and session of an occurrence, named by (schedule, slot): the dispatcher sends them, and
+ * a crash that makes it send again sends the same ids, which devices recognise.
+ */
+export function occurrencePlayIds(
+  scheduleId: string,
+  slotAt: Date,
+): { commandId: string; sessionId: string } {
+  const slot = slotAt.toISOString();
+  return { commandId: derivedId('cmd', scheduleId, slot), sessionId: derivedId('ses', scheduleId, slot) };
+}
 
 const DAY_MS = 86_400_000;
 

@@ -25,6 +25,13 @@ export default fp<ModuleOptions>(
     const late = app.services as Partial<Services> & { dispatcher?: { wake(): void } };
     schedules.onChange = () => late.dispatcher?.wake();
     programmes.onApproved = (programmeId) => schedules.revisionApproved(programmeId);
+    schedules.stopSession = (actor, sessionId, schedule) =>
+      app.services.commands.create(actor, {
+        type: 'stop',
+        params: { sessionId },
+        targets: schedule.targets,
+        priority: schedule.priority,
+      });
     app.services.schedules = schedules;
 
     app.addHook('onReady', async () => {
@@ -36,6 +43,13 @@ export default fp<ModuleOptions>(
   {
     name: 'schedules-module',
     fastify: '5.x',
-    dependencies: ['db', 'audit-module', 'areas-module', 'devices-module', 'programmes-module'],
+    dependencies: [
+      'db',
+      'audit-module',
+      'areas-module',
+      'devices-module',
+      'commands-module',
+      'programmes-module',
+    ],
   },
 );

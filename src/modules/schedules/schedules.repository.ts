@@ -243,6 +243,21 @@ export class SchedulesRepository {
       .run().changes;
   }
 
+  /** Occurrences already sent whose slot has not ended: on air, or waiting on devices for their startAt. */
+  sentAndOpen(scheduleId: string, now: Date): { slotAt: Date }[] {
+    return this.db
+      .select({ slotAt: scheduleOccurrences.slotAt })
+      .from(scheduleOccurrences)
+      .where(
+        and(
+          eq(scheduleOccurrences.scheduleId, scheduleId),
+          eq(scheduleOccurrences.status, 'dispatched'),
+          gt(scheduleOccurrences.endsAt, now),
+        ),
+      )
+      .all();
+  }
+
   /** The start of each schedule's next occurrence after `now` that is planned or already sent. */
   nextStarts(scheduleIds: readonly string[], now: Date): Map<string, Date> {
     if (scheduleIds.length === 0) return new Map();

@@ -10,6 +10,7 @@ import type { ScheduleProgramme } from '../programmes/programmes.service.js';
 import type { ConflictOutcome, ScheduleConflicts, StoredOutcome } from './conflicts.js';
 import {
   PLANNED_FOREVER,
+  occurrencePlayIds,
   planSlots,
   plannedUntil,
   planningHorizon,
@@ -79,6 +80,11 @@ const nfc = (text: string) => text.normalize('NFC');
 export class SchedulesService {
   /** Told after every change to the occurrences, so the dispatcher re-arms its timer (bound late). */
   onChange?: () => void;
+  /**
+   * Stops a play session on the schedule's targets, as the actor (bound to CommandsService: a stop command,
+   * delivered, acknowledged and audited like any other).
+   */
+  stopSession?: (actor: Actor, sessionId: string, schedule: ScheduleRow) => void;
 
   constructor(
     private readonly repo: SchedulesRepository,
@@ -302,6 +308,24 @@ export class SchedulesService {
       );
     });
     this.changed();
+    this.stopSent(actor, schedule, now);
+  }
+
+  /**
+   * Deleting or pausing a schedule also stops what it has sent and not finished: the occurrence on air, and
+   * one sent ahead for its download that waits for its startAt on the devices. Otherwise a wrong bulletin
+   * deleted in the minute before its slot would still air.
+   */
+  private stopSent(actor: Actor, schedule: ScheduleRow, now: Date): void {
+    for (const { slotAt } of this.repo.sentAndOpen(schedule.id, now)) {
+      const { sessionId } = occurrencePlayIds(schedule.id, slotAt);
+      try {
+        this.stopSession?.(actor, sessionId, schedule);
+      } catch (err) {
+        // The schedule change is saved; the broadcaster can still stop the play by hand.
+        this.log.error({ err, scheduleId: schedule.id, sessionId }, 'stopping a sent occurrence failed');
+      }
+    }
   }
 
   pause(actor: Actor, id: string): ScheduleView {
@@ -325,6 +349,7 @@ export class SchedulesService {
       );
     });
     this.changed();
+    this.stopSent(actor, found.schedule, now);
     return this.get(actor, id);
   }
 
