@@ -4,6 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { findConflicts, type BusyRow } from '../src/modules/schedules/calendar.js';
+import { calendarPageSchema } from '../src/modules/schedules/calendar.routes.js';
 import type { Footprint } from '../src/modules/schedules/conflicts.js';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
@@ -51,7 +52,12 @@ async function created(body: Record<string, unknown>): Promise<string> {
 async function calendar(query: string, token = t.adminToken): Promise<CalendarPage> {
   const res = await t.request('GET', `/api/v1/calendar?${query}`, { token });
   expect(res.statusCode, res.body).toBe(200);
-  return res.json<CalendarPage>();
+  const body = res.json<CalendarPage>();
+  // The route writes the service's page as it is (no zod pass at run time): it must already be exactly
+  // what its response schema describes — nothing missing, nothing more, in the schema's key order.
+  expect(calendarPageSchema.parse(body)).toStrictEqual(body);
+  expect(Object.keys(body)).toEqual(Object.keys(calendarPageSchema.shape));
+  return body;
 }
 
 beforeEach(async () => {

@@ -7,6 +7,7 @@
 import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { scheduleOccurrences } from '../src/db/schema/index.js';
+import { calendarPageSchema } from '../src/modules/schedules/calendar.routes.js';
 import { MAX_CLASHES_LISTED, ScheduleConflicts, type Clash } from '../src/modules/schedules/conflicts.js';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
@@ -75,7 +76,10 @@ const dailyMorning = () =>
 async function calendarDay(query: string): Promise<CalendarItem[]> {
   const res = await t.request('GET', `/api/v1/calendar?${query}`, { token: t.adminToken });
   expect(res.statusCode, res.body).toBe(200);
-  return res.json<{ items: CalendarItem[] }>().items;
+  const body = res.json<{ items: CalendarItem[] }>();
+  // Written without a zod pass at run time (calendar.routes.ts): already exactly its schema's shape.
+  expect(calendarPageSchema.parse(body)).toStrictEqual(body);
+  return body.items;
 }
 
 describe('saving a schedule that overlaps another', () => {
@@ -326,6 +330,35 @@ describe('saving a schedule that overlaps another', () => {
     expect(theirs.conflicts.map((c) => [c.scheduleId, c.programmeTitle])).toEqual([[first, MORNING]]);
     // Commune B's calendar holds neither.
     expect(await calendarDay(`areaId=${tree.communeB.id}&from=2026-06-03&to=2026-06-03`)).toEqual([]);
+  });
+
+  it('finds the other side of a conflict that starts before the window or after it', async () => {
+    const first = await dailyMorning(); // 06:00–06:15 every day
+    const second = await created({
+      programmeId: rabies,
+      targets: { deviceIds: [deviceA] },
+      timing: { once: '2026-06-03T07:00' },
+      durationS: 600,
+    });
+    t.app.db
+      .update(scheduleOccurrences)
+      .set({
+        startsAt: new Date('2026-06-02T23:10:00Z'),
+        endsAt: new Date('2026-06-02T23:20:00Z'),
+        dueAt: new Date('2026-06-02T23:10:00Z'),
+      })
+      .where(eq(scheduleOccurrences.scheduleId, second))
+      .run();
+    const names = (items: CalendarItem[]) =>
+      items.map((i) => [i.scheduleId, i.conflicts.map((c) => [c.scheduleId, c.start, c.end])]);
+    // The morning bulletin began before the window (06:05–06:30) and still airs when the other starts.
+    expect(names(await calendarDay(`deviceId=${deviceA}&from=2026-06-03T06:05&to=2026-06-03T06:30`))).toEqual(
+      [[second, [[first, '2026-06-03T06:00:00+07:00', '2026-06-03T06:15:00+07:00']]]],
+    );
+    // The other begins after the window (05:00–06:05) but before the bulletin in it ends.
+    expect(names(await calendarDay(`deviceId=${deviceA}&from=2026-06-03T05:00&to=2026-06-03T06:05`))).toEqual(
+      [[first, [[second, '2026-06-03T06:10:00+07:00', '2026-06-03T06:20:00+07:00']]]],
+    );
   });
 });
 

@@ -7,31 +7,25 @@
  * bulletin appears in each commune's calendar); for a device, those that would play on it (the device named,
  * or an area at or above its own). Both read the paths stored in schedule_targets through its path index.
  *
- * Cost (a month of a 2,000-device province with 5,000 schedules must answer in < 200 ms): the page is read
- * in one indexed query, walking the starts_at index when the filter holds a good share of the window's rows
- * and schedule by schedule otherwise (CalendarRepository.plan); conflicts, overrides and appends are computed for the page's items only, from the
- * busy occurrences overlapping the page's time span. Conflicts come from a sweep over them sorted by start,
- * with the occurrences in progress indexed by the area paths and devices of their targets, so each one is
- * compared only with those whose targets can share a device — never all pairs, and no device set resolved.
+ * Cost (a month of a 2,000-device province with 5,000 schedules must answer in < 200 ms, with the server
+ * busy): the page is read in one indexed query, walking the starts_at index when the filter holds a good
+ * share of the window's rows and schedule by schedule otherwise (CalendarRepository.plan); conflicts,
+ * overrides and appends are computed for the page's items only, from the busy occurrences overlapping the
+ * page's time span — taken from the page itself when it holds the whole window, so that only the edges
+ * before and after it are read again. Conflicts come from a sweep over them sorted by start, with the
+ * occurrences in progress indexed by the area paths and devices of their targets, so each one is compared
+ * only with those whose targets can share a device — never all pairs, and no device set resolved.
+ *
+ * The queries are plain SQL on better-sqlite3, prepared once and kept (lists of ids go in as one JSON
+ * parameter through json_each): building a drizzle query with 5,000 bound ids and mapping 5,000 rows
+ * through it cost more than SQLite's own work. Instants stay epoch milliseconds until they are written.
  */
-import { and, asc, count, eq, gt, gte, inArray, lt, sql, type SQL } from 'drizzle-orm';
+import type Database from 'better-sqlite3';
 import type { Db } from '../../db/index.js';
-import {
-  areas,
-  devices,
-  occurrenceOverrides,
-  programmes,
-  scheduleOccurrences,
-  scheduleResolutions,
-  scheduleTargets,
-  schedules,
-  type OccurrenceStatus,
-  type SchedulePriority,
-  type ScheduleTargets,
-} from '../../db/schema/index.js';
+import type { OccurrenceStatus, SchedulePriority, ScheduleTargets } from '../../db/schema/index.js';
 import { invalid } from '../../errors.js';
 import type { Clock } from '../../lib/clock.js';
-import { inScope, inScopeOrAbove, inSubtree, type Actor } from '../../lib/scope.js';
+import { inScope, inScopeOrAbove, type Actor } from '../../lib/scope.js';
 import type { AreasService } from '../areas/areas.service.js';
 import type { DevicesService } from '../devices/devices.service.js';
 import { footprints, pathAndAncestors, type Footprint } from './conflicts.js';
@@ -45,8 +39,6 @@ export const CALENDAR_MAX_DAYS = 31;
 export const CALENDAR_DEFAULT_DAYS = 7;
 /** Each item lists this many conflicts at most. */
 export const MAX_CONFLICTS_PER_ITEM = 50;
-/** Ids per statement: well under SQLite's limit on bound variables (32,766), few statements per page. */
-const IDS_PER_QUERY = 5_000;
 
 export type CalendarStatus = OccurrenceStatus | 'paused';
 
@@ -83,6 +75,7 @@ export interface CalendarItem {
   conflicts: Peer[];
 }
 
+/** Keys in the order of calendarPageSchema (calendar.routes.ts), which writes this object as it is. */
 export interface CalendarPage {
   from: string;
   to: string;
@@ -98,18 +91,20 @@ type Plan = 'walk' | 'bySchedule';
 type CalendarFilter =
   { kind: 'all' } | { kind: 'area'; path: string } | { kind: 'device'; deviceId: string; areaPath: string };
 
+/** Instants in epoch ms. */
 interface PageRow {
   id: number;
   scheduleId: string;
-  slotAt: Date;
-  startsAt: Date;
-  endsAt: Date;
+  slotAt: number;
+  startsAt: number;
+  endsAt: number;
   status: OccurrenceStatus;
   reason: string | null;
   priority: SchedulePriority;
-  pausedAt: Date | null;
+  pausedAt: number | null;
   deviceCount: number;
-  targets: ScheduleTargets;
+  /** schedules.targets, as stored (JSON). */
+  targets: string;
   programmeId: string;
   title: string;
   kind: 'bulletin' | 'relay';
@@ -123,222 +118,222 @@ export interface BusyRow {
   endsAt: Date;
 }
 
-interface TitledRow extends BusyRow {
+interface TitledRow {
+  id: number;
+  scheduleId: string;
+  startsAt: number;
+  endsAt: number;
   title: string;
 }
 
-function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
-  for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);
+type Params = Record<string, string | number>;
+
+/** Busy: planned (a paused schedule's too: it may be resumed) or sent. */
+const isBusy = (status: OccurrenceStatus) => status === 'planned' || status === 'dispatched';
+
+/**
+ * The schedules whose targets touch the filter's area or device, as SQL over schedule_targets (stored
+ * paths, path index) with its named parameters.
+ */
+function touching(filter: Exclude<CalendarFilter, { kind: 'all' }>): { sql: string; params: Params } {
+  if (filter.kind === 'area') {
+    // inSubtree() (src/lib/scope.ts): the subtree of '/a/b/' is the range ['/a/b/', '/a/b0').
+    const subtree = `(path >= @path AND path < @upper)`;
+    const params = { path: filter.path, upper: `${filter.path.slice(0, -1)}0` };
+    const above = pathAndAncestors(filter.path).slice(0, -1);
+    if (above.length === 0)
+      return { sql: `SELECT schedule_id FROM schedule_targets WHERE ${subtree}`, params };
+    return {
+      sql:
+        `SELECT schedule_id FROM schedule_targets WHERE ` +
+        `(area_id IS NOT NULL AND path IN (SELECT value FROM json_each(@above))) OR ${subtree}`,
+      params: { ...params, above: JSON.stringify(above) },
+    };
+  }
+  return {
+    sql:
+      `SELECT schedule_id FROM schedule_targets WHERE device_id = @deviceId ` +
+      `OR (area_id IS NOT NULL AND path IN (SELECT value FROM json_each(@areaPaths)))`,
+    params: { deviceId: filter.deviceId, areaPaths: JSON.stringify(pathAndAncestors(filter.areaPath)) },
+  };
 }
 
 export class CalendarRepository {
-  constructor(private readonly db: Db) {}
+  // drizzle keeps its better-sqlite3 connection as $client; the Db type does not spell it out.
+  private readonly sqlite: Database.Database;
+  /** By SQL text: a handful of shapes (filter kind × plan × query), each prepared once. */
+  private readonly statements = new Map<string, Database.Statement>();
 
-  /** Ids of the schedules whose targets touch the filter's area or device (stored target paths, indexed). */
-  private touchingIds(filter: Exclude<CalendarFilter, { kind: 'all' }>) {
-    const st = scheduleTargets;
-    let where: SQL;
-    if (filter.kind === 'area') {
-      const above = pathAndAncestors(filter.path).slice(0, -1);
-      where = above.length
-        ? sql`(${st.areaId} IS NOT NULL AND ${inArray(st.path, above)}) OR ${inSubtree(st.path, filter.path)}`
-        : inSubtree(st.path, filter.path);
-    } else {
-      where = sql`${st.deviceId} = ${filter.deviceId} OR (${st.areaId} IS NOT NULL AND ${inArray(
-        st.path,
-        pathAndAncestors(filter.areaPath),
-      )})`;
+  constructor(db: Db) {
+    this.sqlite = (db as unknown as { $client: Database.Database }).$client;
+  }
+
+  /** `raw`: rows as arrays of the columns; `pluck`: the first column's value. Each text is used one way. */
+  private statement(text: string, mode?: 'raw' | 'pluck'): Database.Statement {
+    let statement = this.statements.get(text);
+    if (!statement) {
+      statement = this.sqlite.prepare(text);
+      if (mode === 'raw') statement.raw();
+      if (mode === 'pluck') statement.pluck();
+      this.statements.set(text, statement);
     }
-    return this.db.select({ id: st.scheduleId }).from(st).where(where);
+    return statement;
   }
 
   /**
-   * Occurrences of the filter's schedules that start in [from, to), read one of two ways (see `plan`):
+   * Occurrences (`o`) of the filter's schedules that start in [from, to), read one of two ways (see `plan`):
    * - `bySchedule`: each schedule's rows through the (schedule_id, slot_at) index — an occurrence starts at
    *   most LONGEST_OCCURRENCE_MS after its slot —, then sorted: cheap when the schedules are few;
    * - `walk`: the starts_at index in order, keeping the filter's rows (`+` keeps SQLite off the other
    *   index): with a LIMIT, it stops after a page, cheap when most rows in the window match.
    */
-  private inWindow(filter: CalendarFilter, from: Date, to: Date, plan: Plan): SQL | undefined {
-    const o = scheduleOccurrences;
-    const window = and(gte(o.startsAt, from), lt(o.startsAt, to));
-    if (filter.kind === 'all') return window;
-    if (plan === 'walk') return and(window, sql`+${o.scheduleId} IN ${this.touchingIds(filter)}`);
-    return and(
-      inArray(o.scheduleId, this.touchingIds(filter)),
-      gte(o.slotAt, new Date(from.getTime() - LONGEST_OCCURRENCE_MS)),
-      lt(o.slotAt, to),
-      sql`+${o.startsAt} >= ${from.getTime()}`,
-      sql`+${o.startsAt} < ${to.getTime()}`,
-    );
+  private inWindow(
+    filter: CalendarFilter,
+    from: number,
+    to: number,
+    plan: Plan,
+  ): { sql: string; params: Params } {
+    const params: Params = { from, to };
+    if (filter.kind === 'all') return { sql: `o.starts_at >= @from AND o.starts_at < @to`, params };
+    const t = touching(filter);
+    Object.assign(params, t.params);
+    if (plan === 'walk') {
+      return { sql: `o.starts_at >= @from AND o.starts_at < @to AND +o.schedule_id IN (${t.sql})`, params };
+    }
+    params.slotFrom = from - LONGEST_OCCURRENCE_MS;
+    return {
+      sql:
+        `o.schedule_id IN (${t.sql}) AND o.slot_at >= @slotFrom AND o.slot_at < @to ` +
+        `AND +o.starts_at >= @from AND +o.starts_at < @to`,
+      params,
+    };
   }
 
   /** How many occurrences start in [from, to): the filter's (read by schedule), or all of them (index only). */
   count(filter: CalendarFilter, from: Date, to: Date): number {
-    return (
-      this.db
-        .select({ n: count() })
-        .from(scheduleOccurrences)
-        .where(this.inWindow(filter, from, to, 'bySchedule'))
-        .get()?.n ?? 0
-    );
+    const w = this.inWindow(filter, from.getTime(), to.getTime(), 'bySchedule');
+    return this.statement(`SELECT count(*) FROM schedule_occurrences o WHERE ${w.sql}`, 'pluck').get(
+      w.params,
+    ) as number;
   }
 
   /**
    * Whether to walk the starts_at index: when the filter's rows are a good share (≥ 1/20) of all rows in the
-   * window, a walk meets a page's worth soon; otherwise reading schedule by schedule is cheaper.
+   * window (`all`), a walk meets a page's worth soon; otherwise reading schedule by schedule is cheaper.
    */
-  plan(filter: CalendarFilter, from: Date, to: Date, matching: number): Plan {
+  plan(filter: CalendarFilter, matching: number, all: number): Plan {
     if (filter.kind === 'all') return 'walk';
-    return matching * 20 >= this.count({ kind: 'all' }, from, to) ? 'walk' : 'bySchedule';
+    return matching * 20 >= all ? 'walk' : 'bySchedule';
   }
 
-  /** Occurrences starting in [from, to), by start. */
+  /**
+   * Occurrences starting in [from, to), by start. Rows come as arrays (`raw`): better-sqlite3 builds a row
+   * object in C++ property by property, which for a 5,000-row page cost more than the query.
+   */
   page(filter: CalendarFilter, from: Date, to: Date, plan: Plan, limit: number, offset: number): PageRow[] {
-    return (
-      this.db
-        .select({
-          id: scheduleOccurrences.id,
-          scheduleId: scheduleOccurrences.scheduleId,
-          slotAt: scheduleOccurrences.slotAt,
-          startsAt: scheduleOccurrences.startsAt,
-          endsAt: scheduleOccurrences.endsAt,
-          status: scheduleOccurrences.status,
-          reason: scheduleOccurrences.reason,
-          priority: schedules.priority,
-          pausedAt: schedules.pausedAt,
-          deviceCount: schedules.deviceCount,
-          targets: schedules.targets,
-          programmeId: schedules.programmeId,
-          title: programmes.title,
-          kind: programmes.kind,
-        })
-        .from(scheduleOccurrences)
-        .innerJoin(schedules, eq(schedules.id, scheduleOccurrences.scheduleId))
-        // Programmes are only ever soft-deleted: the row is always there.
-        .innerJoin(programmes, eq(programmes.id, schedules.programmeId))
-        .where(this.inWindow(filter, from, to, plan))
-        .orderBy(asc(scheduleOccurrences.startsAt), asc(scheduleOccurrences.id))
-        .limit(limit)
-        .offset(offset)
-        .all()
-    );
+    const w = this.inWindow(filter, from.getTime(), to.getTime(), plan);
+    const rows = this.statement(
+      `SELECT o.id, o.schedule_id, o.slot_at, o.starts_at, o.ends_at, o.status, o.reason, s.priority,
+              s.paused_at, s.device_count, s.targets, s.programme_id, p.title, p.kind
+         FROM schedule_occurrences o
+         JOIN schedules s ON s.id = o.schedule_id
+         -- Programmes are only ever soft-deleted: the row is always there.
+         JOIN programmes p ON p.id = s.programme_id
+        WHERE ${w.sql}
+        ORDER BY o.starts_at, o.id
+        LIMIT @limit OFFSET @offset`,
+      'raw',
+    ).all({ ...w.params, limit, offset }) as unknown[][];
+    return rows.map((r): PageRow => ({
+      id: r[0] as number,
+      scheduleId: r[1] as string,
+      slotAt: r[2] as number,
+      startsAt: r[3] as number,
+      endsAt: r[4] as number,
+      status: r[5] as OccurrenceStatus,
+      reason: r[6] as string | null,
+      priority: r[7] as SchedulePriority,
+      pausedAt: r[8] as number | null,
+      deviceCount: r[9] as number,
+      targets: r[10] as string,
+      programmeId: r[11] as string,
+      title: r[12] as string,
+      kind: r[13] as PageRow['kind'],
+    }));
   }
 
-  /** Busy occurrences (planned or sent) of the filter's schedules that overlap [from, to), by start. */
-  busy(filter: CalendarFilter, from: Date, to: Date, plan: Plan): BusyRow[] {
-    return this.db
-      .select({
-        id: scheduleOccurrences.id,
-        scheduleId: scheduleOccurrences.scheduleId,
-        priority: schedules.priority,
-        startsAt: scheduleOccurrences.startsAt,
-        endsAt: scheduleOccurrences.endsAt,
-      })
-      .from(scheduleOccurrences)
-      .innerJoin(schedules, eq(schedules.id, scheduleOccurrences.scheduleId))
-      .where(
-        and(
-          this.inWindow(filter, new Date(from.getTime() - LONGEST_OCCURRENCE_MS), to, plan),
-          gt(scheduleOccurrences.endsAt, from),
-          sql`+${scheduleOccurrences.status} IN ('planned', 'dispatched')`,
-        ),
-      )
-      .orderBy(asc(scheduleOccurrences.startsAt), asc(scheduleOccurrences.id))
-      .all();
+  /**
+   * Busy occurrences (planned or sent) of the filter's schedules that start in [from, to) and end after
+   * `endsAfter`, by start.
+   */
+  busy(filter: CalendarFilter, from: number, to: number, endsAfter: number, plan: Plan): BusyRow[] {
+    const w = this.inWindow(filter, from, to, plan);
+    const rows = this.statement(
+      `SELECT o.id, o.schedule_id, s.priority, o.starts_at, o.ends_at
+         FROM schedule_occurrences o
+         JOIN schedules s ON s.id = o.schedule_id
+        WHERE ${w.sql} AND o.ends_at > @endsAfter AND +o.status IN ('planned', 'dispatched')
+        ORDER BY o.starts_at, o.id`,
+      'raw',
+    ).all({ ...w.params, endsAfter }) as unknown[][];
+    return rows.map((r): BusyRow => ({
+      id: r[0] as number,
+      scheduleId: r[1] as string,
+      priority: r[2] as SchedulePriority,
+      startsAt: new Date(r[3] as number),
+      endsAt: new Date(r[4] as number),
+    }));
   }
 
   /** Override rows that name any of these occurrences as the one giving way. */
   overrides(occurrenceIds: readonly number[]): { occurrenceId: number; byOccurrenceId: number }[] {
-    const out: { occurrenceId: number; byOccurrenceId: number }[] = [];
-    for (const batch of chunks(occurrenceIds, IDS_PER_QUERY)) {
-      out.push(
-        ...this.db
-          .select()
-          .from(occurrenceOverrides)
-          .where(inArray(occurrenceOverrides.occurrenceId, batch))
-          .all(),
-      );
-    }
-    return out;
+    return this.statement(
+      `SELECT occurrence_id AS occurrenceId, by_occurrence_id AS byOccurrenceId FROM occurrence_overrides
+        WHERE occurrence_id IN (SELECT value FROM json_each(?))`,
+    ).all(JSON.stringify(occurrenceIds)) as { occurrenceId: number; byOccurrenceId: number }[];
   }
 
   /** Occurrences by id with their schedule's programme title. */
   occurrences(ids: readonly number[]): Map<number, TitledRow> {
-    const out = new Map<number, TitledRow>();
-    for (const batch of chunks(ids, IDS_PER_QUERY)) {
-      const rows = this.db
-        .select({
-          id: scheduleOccurrences.id,
-          scheduleId: scheduleOccurrences.scheduleId,
-          priority: schedules.priority,
-          startsAt: scheduleOccurrences.startsAt,
-          endsAt: scheduleOccurrences.endsAt,
-          title: programmes.title,
-        })
-        .from(scheduleOccurrences)
-        .innerJoin(schedules, eq(schedules.id, scheduleOccurrences.scheduleId))
-        .innerJoin(programmes, eq(programmes.id, schedules.programmeId))
-        .where(inArray(scheduleOccurrences.id, batch))
-        .all();
-      for (const r of rows) out.set(r.id, r);
-    }
-    return out;
+    const rows = this.statement(
+      `SELECT o.id, o.schedule_id AS scheduleId, o.starts_at AS startsAt, o.ends_at AS endsAt, p.title
+         FROM schedule_occurrences o
+         JOIN schedules s ON s.id = o.schedule_id
+         JOIN programmes p ON p.id = s.programme_id
+        WHERE o.id IN (SELECT value FROM json_each(?))`,
+    ).all(JSON.stringify(ids)) as TitledRow[];
+    return new Map(rows.map((r) => [r.id, r]));
   }
 
   /** Schedule → the schedules it chose to start after (`append`). */
   appendPartners(scheduleIds: readonly string[]): Map<string, string[]> {
     const out = new Map<string, string[]>();
-    const rows = this.db
-      .select({ scheduleId: scheduleResolutions.scheduleId, other: scheduleResolutions.otherScheduleId })
-      .from(scheduleResolutions)
-      .where(
-        and(
-          inArray(scheduleResolutions.scheduleId, [...scheduleIds]),
-          eq(scheduleResolutions.resolution, 'append'),
-        ),
-      )
-      .all();
+    const rows = this.statement(
+      `SELECT schedule_id AS scheduleId, other_schedule_id AS other FROM schedule_resolutions
+        WHERE schedule_id IN (SELECT value FROM json_each(?)) AND resolution = 'append'`,
+    ).all(JSON.stringify(scheduleIds)) as { scheduleId: string; other: string }[];
     for (const r of rows) out.set(r.scheduleId, [...(out.get(r.scheduleId) ?? []), r.other]);
     return out;
   }
 
   /** Occurrences of these schedules that end at one of these instants (read by schedule: few rows each). */
-  endingAt(scheduleIds: readonly string[], instants: readonly Date[]): TitledRow[] {
-    return this.db
-      .select({
-        id: scheduleOccurrences.id,
-        scheduleId: scheduleOccurrences.scheduleId,
-        priority: schedules.priority,
-        startsAt: scheduleOccurrences.startsAt,
-        endsAt: scheduleOccurrences.endsAt,
-        title: programmes.title,
-      })
-      .from(scheduleOccurrences)
-      .innerJoin(schedules, eq(schedules.id, scheduleOccurrences.scheduleId))
-      .innerJoin(programmes, eq(programmes.id, schedules.programmeId))
-      .where(
-        and(
-          inArray(scheduleOccurrences.scheduleId, [...scheduleIds]),
-          inArray(scheduleOccurrences.endsAt, [...instants]),
-        ),
-      )
-      .all();
+  endingAt(scheduleIds: readonly string[], instants: readonly number[]): TitledRow[] {
+    return this.statement(
+      `SELECT o.id, o.schedule_id AS scheduleId, o.starts_at AS startsAt, o.ends_at AS endsAt, p.title
+         FROM schedule_occurrences o
+         JOIN schedules s ON s.id = o.schedule_id
+         JOIN programmes p ON p.id = s.programme_id
+        WHERE o.schedule_id IN (SELECT value FROM json_each(?)) AND o.ends_at IN (SELECT value FROM json_each(?))`,
+    ).all(JSON.stringify(scheduleIds), JSON.stringify(instants)) as TitledRow[];
   }
 
   /** The title of the programme each schedule airs. */
   titles(scheduleIds: readonly string[]): Map<string, string> {
-    const out = new Map<string, string>();
-    for (const batch of chunks(scheduleIds, IDS_PER_QUERY)) {
-      const rows = this.db
-        .select({ id: schedules.id, title: programmes.title })
-        .from(schedules)
-        .innerJoin(programmes, eq(programmes.id, schedules.programmeId))
-        .where(inArray(schedules.id, batch))
-        .all();
-      for (const r of rows) out.set(r.id, r.title);
-    }
-    return out;
+    const rows = this.statement(
+      `SELECT s.id, p.title FROM schedules s JOIN programmes p ON p.id = s.programme_id
+        WHERE s.id IN (SELECT value FROM json_each(?))`,
+    ).all(JSON.stringify(scheduleIds)) as { id: string; title: string }[];
+    return new Map(rows.map((r) => [r.id, r.title]));
   }
 
   /**
@@ -346,36 +341,29 @@ export class CalendarRepository {
    * that what a calendar holds and what it calls a conflict agree (they move with a schedule's next save).
    */
   targets(scheduleIds: readonly string[]): TargetRow[] {
-    const out: TargetRow[] = [];
-    for (const batch of chunks(scheduleIds, IDS_PER_QUERY)) {
-      const rows = this.db
-        .select()
-        .from(scheduleTargets)
-        .where(inArray(scheduleTargets.scheduleId, batch))
-        .all();
-      for (const r of rows) {
-        out.push({
-          scheduleId: r.scheduleId,
-          areaId: r.areaId,
-          deviceId: r.deviceId,
-          storedPath: r.path,
-          areaPath: r.areaId === null ? null : r.path,
-          devicePath: r.deviceId === null ? null : r.path,
-        });
-      }
-    }
-    return out;
+    const rows = this.statement(
+      `SELECT schedule_id, area_id, device_id, path FROM schedule_targets
+        WHERE schedule_id IN (SELECT value FROM json_each(?))`,
+      'raw',
+    ).all(JSON.stringify(scheduleIds)) as [string, string | null, string | null, string][];
+    return rows.map(([scheduleId, areaId, deviceId, path]): TargetRow => ({
+      scheduleId,
+      areaId,
+      deviceId,
+      storedPath: path,
+      areaPath: areaId === null ? null : path,
+      devicePath: deviceId === null ? null : path,
+    }));
   }
 
   /** Every area path that holds a device, or has one below it. */
   pathsWithDevices(): Set<string> {
     const out = new Set<string>();
-    const rows = this.db
-      .selectDistinct({ path: areas.path })
-      .from(devices)
-      .innerJoin(areas, eq(areas.id, devices.areaId))
-      .all();
-    for (const r of rows) for (const p of pathAndAncestors(r.path)) out.add(p);
+    const paths = this.statement(
+      `SELECT DISTINCT a.path FROM devices d JOIN areas a ON a.id = d.area_id`,
+      'pluck',
+    ).all() as string[];
+    for (const path of paths) for (const p of pathAndAncestors(path)) out.add(p);
     return out;
   }
 }
@@ -397,7 +385,7 @@ class EndHeap {
     a.push(row);
     for (let i = a.length - 1; i > 0;) {
       const parent = (i - 1) >> 1;
-      if (a[parent]!.endsAt <= a[i]!.endsAt) break;
+      if (a[parent]!.endsAt.getTime() <= a[i]!.endsAt.getTime()) break;
       [a[parent], a[i]] = [a[i]!, a[parent]!];
       i = parent;
     }
@@ -413,8 +401,8 @@ class EndHeap {
         const l = 2 * i + 1;
         const r = l + 1;
         let m = i;
-        if (l < a.length && a[l]!.endsAt < a[m]!.endsAt) m = l;
-        if (r < a.length && a[r]!.endsAt < a[m]!.endsAt) m = r;
+        if (l < a.length && a[l]!.endsAt.getTime() < a[m]!.endsAt.getTime()) m = l;
+        if (r < a.length && a[r]!.endsAt.getTime() < a[m]!.endsAt.getTime()) m = r;
         if (m === i) break;
         [a[m], a[i]] = [a[i]!, a[m]!];
         i = m;
@@ -428,26 +416,41 @@ class EndHeap {
 interface Keys {
   /** Its target areas. */
   areaAt: readonly string[];
-  /** Its target areas and target devices' areas, and every area above them. */
-  under: readonly string[];
+  /**
+   * Its target areas and target devices' areas, and every area above them — only those that are some
+   * occurrence's target area, the only keys ActiveIndex.candidates ever looks up (through `areaAt` of the
+   * one asking): the areas under which it lies, and the area targets it lies under.
+   */
+  near: readonly string[];
   devices: readonly string[];
-  /** Target areas and those above them, target devices' areas and those above: what `candidates` reads. */
-  lookupAreaAt: readonly string[];
 }
 
-function keysOf(fp: Footprint): Keys {
-  const under = new Set<string>();
-  const lookupAreaAt = new Set<string>();
-  for (const p of fp.areaPaths) for (const q of pathAndAncestors(p)) under.add(q);
-  for (const p of fp.devices.values()) for (const q of pathAndAncestors(p)) under.add(q);
-  for (const p of [...fp.areaPaths, ...fp.devices.values()])
-    for (const q of pathAndAncestors(p)) lookupAreaAt.add(q);
-  return {
-    areaAt: fp.areaPaths,
-    under: [...under],
-    devices: [...fp.devices.keys()],
-    lookupAreaAt: [...lookupAreaAt],
-  };
+/** `targetAreas`: every target area of the occurrences swept (see Keys.near). */
+function keysOf(fp: Footprint, targetAreas: ReadonlySet<string>): Keys {
+  const near = new Set<string>();
+  if (targetAreas.size > 0) {
+    for (const p of fp.areaPaths) for (const q of pathAndAncestors(p)) if (targetAreas.has(q)) near.add(q);
+    for (const p of fp.devices.values())
+      for (const q of pathAndAncestors(p)) if (targetAreas.has(q)) near.add(q);
+  }
+  return { areaAt: fp.areaPaths, near: [...near], devices: [...fp.devices.keys()] };
+}
+
+function put(map: Map<string, Set<BusyRow>>, key: string, row: BusyRow): void {
+  let set = map.get(key);
+  if (!set) map.set(key, (set = new Set()));
+  set.add(row);
+}
+
+function drop(map: Map<string, Set<BusyRow>>, key: string, row: BusyRow): void {
+  const set = map.get(key);
+  if (!set) return;
+  set.delete(row);
+  if (set.size === 0) map.delete(key);
+}
+
+function take(out: Set<BusyRow>, set: Set<BusyRow> | undefined): void {
+  if (set) for (const row of set) out.add(row);
 }
 
 /** The occurrences in progress of one priority, indexed by where their targets lie. */
@@ -459,25 +462,15 @@ class ActiveIndex {
   private readonly device = new Map<string, Set<BusyRow>>();
 
   add(row: BusyRow, k: Keys): void {
-    const put = (map: Map<string, Set<BusyRow>>, key: string) => {
-      let set = map.get(key);
-      if (!set) map.set(key, (set = new Set()));
-      set.add(row);
-    };
-    for (const p of k.areaAt) put(this.areaAt, p);
-    for (const p of k.under) put(this.under, p);
-    for (const d of k.devices) put(this.device, d);
+    for (const p of k.areaAt) put(this.areaAt, p, row);
+    for (const p of k.near) put(this.under, p, row);
+    for (const d of k.devices) put(this.device, d, row);
   }
 
   remove(row: BusyRow, k: Keys): void {
-    const drop = (map: Map<string, Set<BusyRow>>, key: string) => {
-      const set = map.get(key);
-      set?.delete(row);
-      if (set?.size === 0) map.delete(key);
-    };
-    for (const p of k.areaAt) drop(this.areaAt, p);
-    for (const p of k.under) drop(this.under, p);
-    for (const d of k.devices) drop(this.device, d);
+    for (const p of k.areaAt) drop(this.areaAt, p, row);
+    for (const p of k.near) drop(this.under, p, row);
+    for (const d of k.devices) drop(this.device, d, row);
   }
 
   /**
@@ -486,10 +479,9 @@ class ActiveIndex {
    */
   candidates(k: Keys): Set<BusyRow> {
     const out = new Set<BusyRow>();
-    const take = (set: Set<BusyRow> | undefined) => set?.forEach((r) => out.add(r));
-    for (const q of k.lookupAreaAt) take(this.areaAt.get(q));
-    for (const p of k.areaAt) take(this.under.get(p));
-    for (const d of k.devices) take(this.device.get(d));
+    for (const q of k.near) take(out, this.areaAt.get(q));
+    for (const p of k.areaAt) take(out, this.under.get(p));
+    for (const d of k.devices) take(out, this.device.get(d));
     return out;
   }
 }
@@ -510,6 +502,8 @@ function shares(a: Footprint, b: Footprint, hasDevicesUnder: (path: string) => b
 
 const pairKey = (a: number, b: number) => (a < b ? `${a}:${b}` : `${b}:${a}`);
 
+const EMPTY_FOOTPRINT: Footprint = { areaPaths: [], devices: new Map() };
+
 /**
  * Unresolved overlaps, for the occurrences in `wanted`: same priority, different schedules, a device in
  * common, and no override between the two. A sweep over `rows` sorted by start; each row is compared only
@@ -529,12 +523,14 @@ export function findConflicts(
     if (list.length < MAX_CONFLICTS_PER_ITEM) list.push(other);
     out.set(row.id, list);
   };
-  const empty: Footprint = { areaPaths: [], devices: new Map() };
-  const fpOf = (id: string) => footprintOf(id) ?? empty;
+  const fpOf = (id: string) => footprintOf(id) ?? EMPTY_FOOTPRINT;
+  const targetAreas = new Set<string>();
+  for (const id of new Set(rows.map((r) => r.scheduleId)))
+    for (const p of fpOf(id).areaPaths) targetAreas.add(p);
   const keys = new Map<string, Keys>();
   const keysFor = (id: string) => {
     let k = keys.get(id);
-    if (!k) keys.set(id, (k = keysOf(fpOf(id))));
+    if (!k) keys.set(id, (k = keysOf(fpOf(id), targetAreas)));
     return k;
   };
   const sharing = new Map<string, boolean>();
@@ -545,7 +541,8 @@ export function findConflicts(
   const mine = { normal: new ActiveIndex(), priority: new ActiveIndex() };
 
   for (const row of rows) {
-    while (heap.size > 0 && heap.peek()!.endsAt <= row.startsAt) {
+    const start = row.startsAt.getTime();
+    while (heap.size > 0 && heap.peek()!.endsAt.getTime() <= start) {
       const done = heap.pop()!;
       const k = keysFor(done.scheduleId);
       all[done.priority].remove(done, k);
@@ -591,39 +588,43 @@ function startOfNextDay(date: string): Date {
 }
 
 const HOUR_MS = 3_600_000;
+const p2 = (n: number) => String(n).padStart(2, '0');
 
 /**
- * localDateTime() for many instants: Intl's formatting costs ~10 µs a call, which is most of a 5,000-item
- * page (three times per item). The zone's offset is read through localDateTime() once per hour of the
- * instants (offsets change on the hour, and Asia/Ho_Chi_Minh's never does), and the wall time is then plain
- * UTC arithmetic on the instant plus that offset.
+ * localDateTime() for many instants (epoch ms): Intl's formatting costs ~10 µs a call, which is most of a
+ * 5,000-item page (three times per item). The zone's offset is read through localDateTime() once per hour
+ * of the instants (offsets change on the hour, and Asia/Ho_Chi_Minh's never does), and the wall time is
+ * then plain UTC arithmetic on the instant plus that offset. Each instant is written once: slots gather on
+ * the same few times (06:00, 17:00), so a page holds far fewer instants than items.
  */
-function localTimes(): (date: Date) => string {
+function localTimes(): (ms: number) => string {
   const offsets = new Map<number, { ms: number; text: string }>();
-  const p2 = (n: number) => String(n).padStart(2, '0');
-  return (date) => {
-    const hour = Math.floor(date.getTime() / HOUR_MS);
+  const written = new Map<number, string>();
+  return (ms) => {
+    let text = written.get(ms);
+    if (text !== undefined) return text;
+    const hour = Math.floor(ms / HOUR_MS);
     let offset = offsets.get(hour);
     if (!offset) {
-      const text = localDateTime(new Date(hour * HOUR_MS)).slice(19);
-      const sign = text.startsWith('-') ? -1 : 1;
-      const ms = sign * (Number(text.slice(1, 3)) * HOUR_MS + Number(text.slice(4, 6)) * 60_000);
-      offsets.set(hour, (offset = { ms, text }));
+      const suffix = localDateTime(new Date(hour * HOUR_MS)).slice(19);
+      const sign = suffix.startsWith('-') ? -1 : 1;
+      const offsetMs = sign * (Number(suffix.slice(1, 3)) * HOUR_MS + Number(suffix.slice(4, 6)) * 60_000);
+      offsets.set(hour, (offset = { ms: offsetMs, text: suffix }));
     }
-    const w = new Date(date.getTime() + offset.ms);
-    return (
+    const w = new Date(ms + offset.ms);
+    text =
       `${String(w.getUTCFullYear()).padStart(4, '0')}-${p2(w.getUTCMonth() + 1)}-${p2(w.getUTCDate())}` +
-      `T${p2(w.getUTCHours())}:${p2(w.getUTCMinutes())}:${p2(w.getUTCSeconds())}${offset.text}`
-    );
+      `T${p2(w.getUTCHours())}:${p2(w.getUTCMinutes())}:${p2(w.getUTCSeconds())}${offset.text}`;
+    written.set(ms, text);
+    return text;
   };
 }
 
-const peer = (row: BusyRow, title: string, local: (date: Date) => string): Peer => ({
-  scheduleId: row.scheduleId,
-  programmeTitle: title,
-  start: local(row.startsAt),
-  end: local(row.endsAt),
-});
+/** What every item of one schedule shares: one object each, however many of its occurrences the page holds. */
+interface ScheduleParts {
+  programme: CalendarItem['programme'];
+  targets: CalendarItem['targets'];
+}
 
 export class CalendarService {
   private readonly repo: CalendarRepository;
@@ -643,24 +644,43 @@ export class CalendarService {
     const { from, to } = this.window(query);
     const filter = this.filter(actor, query);
 
-    const total = this.repo.count(filter, from, to);
-    const plan = this.repo.plan(filter, from, to, total);
+    // Every occurrence in the window, whoever's (the starts_at index alone). When they fit in the first
+    // page, the filter's do too: the page is the whole window, its length the total, and walking the index
+    // reads no more than that page.
+    const inWindow = this.repo.count({ kind: 'all' }, from, to);
+    const whole = query.offset === 0 && inWindow <= query.limit;
+    let total = inWindow;
+    let plan: Plan = 'walk';
+    if (filter.kind !== 'all' && !whole) {
+      total = this.repo.count(filter, from, to);
+      plan = this.repo.plan(filter, total, inWindow);
+    }
     const rows =
-      total > query.offset ? this.repo.page(filter, from, to, plan, query.limit, query.offset) : [];
-    const base = {
+      whole || total > query.offset ? this.repo.page(filter, from, to, plan, query.limit, query.offset) : [];
+    if (whole) total = rows.length;
+    const page = (items: CalendarItem[]): CalendarPage => ({
       from: localDateTime(from),
       to: localDateTime(to),
+      items,
       total,
       limit: query.limit,
       offset: query.offset,
-    };
-    if (rows.length === 0) return { ...base, items: [] };
+    });
+    if (rows.length === 0) return page([]);
 
     // Conflicts among the busy occurrences that overlap the page's span.
     const spanStart = rows[0]!.startsAt;
     let spanEnd = rows[0]!.endsAt;
     for (const r of rows) if (r.endsAt > spanEnd) spanEnd = r.endsAt;
-    const busy = this.repo.busy(filter, spanStart, spanEnd, plan);
+    const busy = this.busy(
+      filter,
+      rows,
+      whole,
+      { from: from.getTime(), to: to.getTime() },
+      spanStart,
+      spanEnd,
+      plan,
+    );
     const scheduleIds = [...new Set([...rows.map((r) => r.scheduleId), ...busy.map((b) => b.scheduleId)])];
     const targetRows = this.repo.targets(scheduleIds);
     const fps = footprints(targetRows);
@@ -680,17 +700,53 @@ export class CalendarService {
 
     const overriddenBy = this.overriddenBy(links);
     const titles = new Map(rows.map((r) => [r.scheduleId, r.title]));
-    const untitled = [...conflicts.values()].flat().filter((o) => !titles.has(o.scheduleId));
-    for (const [id, title] of this.repo.titles([...new Set(untitled.map((o) => o.scheduleId))])) {
-      titles.set(id, title);
-    }
-    const appendedAfter = this.appendedAfter(rows.filter((r) => r.startsAt.getTime() !== r.slotAt.getTime()));
-    const visibleTargets = this.visibleTargets(actor, targetRows);
+    const untitled = new Set<string>();
+    for (const list of conflicts.values())
+      for (const o of list) if (!titles.has(o.scheduleId)) untitled.add(o.scheduleId);
+    if (untitled.size > 0) for (const [id, title] of this.repo.titles([...untitled])) titles.set(id, title);
+    const appendedAfter = this.appendedAfter(rows.filter((r) => r.startsAt !== r.slotAt));
+    const visible = this.visibleTargets(actor, targetRows);
 
     const local = localTimes();
+    // A conflicting occurrence is listed by every item it overlaps: written once.
+    const peers = new Map<number, Peer>();
+    const conflictPeer = (o: BusyRow): Peer => {
+      let p = peers.get(o.id);
+      if (!p) {
+        p = {
+          scheduleId: o.scheduleId,
+          programmeTitle: titles.get(o.scheduleId) ?? '',
+          start: local(o.startsAt.getTime()),
+          end: local(o.endsAt.getTime()),
+        };
+        peers.set(o.id, p);
+      }
+      return p;
+    };
+    const parts = new Map<string, ScheduleParts>();
+    const partsOf = (r: PageRow): ScheduleParts => {
+      let p = parts.get(r.scheduleId);
+      if (!p) {
+        const targets = JSON.parse(r.targets) as ScheduleTargets;
+        const seen = visible.get(r.scheduleId);
+        p = {
+          programme: { id: r.programmeId, title: r.title, kind: r.kind },
+          targets: {
+            areaIds: (targets.areaIds ?? []).filter((id) => seen?.areas.has(id) ?? false),
+            deviceIds: (targets.deviceIds ?? []).filter((id) => seen?.devices.has(id) ?? false),
+            deviceCount: r.deviceCount,
+          },
+        };
+        parts.set(r.scheduleId, p);
+      }
+      return p;
+    };
     const items = rows.map((r): CalendarItem => {
       const status: CalendarStatus = r.status === 'planned' && r.pausedAt !== null ? 'paused' : r.status;
       const after = appendedAfter.get(r.id);
+      const { programme, targets } = partsOf(r);
+      // One shape for every item (no spreads): an absent `reason` or `appendedAfter` is undefined, which
+      // JSON.stringify leaves out, as the schema's optional members are.
       return {
         occurrenceId: r.id,
         scheduleId: r.scheduleId,
@@ -698,24 +754,57 @@ export class CalendarService {
         end: local(r.endsAt),
         slot: local(r.slotAt),
         status,
-        ...(r.reason !== null ? { reason: r.reason } : {}),
+        reason: r.reason ?? undefined,
         priority: r.priority,
-        programme: { id: r.programmeId, title: r.title, kind: r.kind },
-        targets: {
-          areaIds: (r.targets.areaIds ?? []).filter((id) =>
-            visibleTargets.areas.has(`${r.scheduleId} ${id}`),
-          ),
-          deviceIds: (r.targets.deviceIds ?? []).filter((id) =>
-            visibleTargets.devices.has(`${r.scheduleId} ${id}`),
-          ),
-          deviceCount: r.deviceCount,
-        },
-        ...(after ? { appendedAfter: { scheduleId: after.scheduleId, programmeTitle: after.title } } : {}),
-        overriddenBy: (overriddenBy.get(r.id) ?? []).map((o) => peer(o, o.title, local)),
-        conflicts: (conflicts.get(r.id) ?? []).map((o) => peer(o, titles.get(o.scheduleId) ?? '', local)),
+        programme,
+        targets,
+        appendedAfter: after ? { scheduleId: after.scheduleId, programmeTitle: after.title } : undefined,
+        overriddenBy: (overriddenBy.get(r.id) ?? []).map((o) => ({
+          scheduleId: o.scheduleId,
+          programmeTitle: o.title,
+          start: local(o.startsAt),
+          end: local(o.endsAt),
+        })),
+        conflicts: (conflicts.get(r.id) ?? []).map(conflictPeer),
       };
     });
-    return { ...base, items };
+    return page(items);
+  }
+
+  /**
+   * Busy occurrences of the filter's schedules overlapping [spanStart, spanEnd), by start. When the page is
+   * the whole window, those starting inside it are the page's own busy rows (it holds them all, and none
+   * starts before spanStart): only the edges are read — from LONGEST_OCCURRENCE_MS before spanStart to the
+   * window's start, and from its end to spanEnd.
+   */
+  private busy(
+    filter: CalendarFilter,
+    rows: readonly PageRow[],
+    whole: boolean,
+    window: { from: number; to: number },
+    spanStart: number,
+    spanEnd: number,
+    plan: Plan,
+  ): BusyRow[] {
+    const earliest = spanStart - LONGEST_OCCURRENCE_MS;
+    if (!whole) return this.repo.busy(filter, earliest, spanEnd, spanStart, plan);
+    const inside: BusyRow[] = [];
+    for (const r of rows) {
+      if (isBusy(r.status) && r.endsAt > spanStart) {
+        inside.push({
+          id: r.id,
+          scheduleId: r.scheduleId,
+          priority: r.priority,
+          startsAt: new Date(r.startsAt),
+          endsAt: new Date(r.endsAt),
+        });
+      }
+    }
+    return [
+      ...this.repo.busy(filter, earliest, window.from, spanStart, plan),
+      ...inside,
+      ...(spanEnd > window.to ? this.repo.busy(filter, window.to, spanEnd, spanStart, plan) : []),
+    ];
   }
 
   /** [from, to): defaults, dates, the 31-day limit. Vietnam keeps no daylight saving time: a day is 24 h. */
@@ -750,13 +839,14 @@ export class CalendarService {
   private overriddenBy(
     links: readonly { occurrenceId: number; byOccurrenceId: number }[],
   ): Map<number, TitledRow[]> {
-    const by = this.repo.occurrences([...new Set(links.map((l) => l.byOccurrenceId))]);
     const out = new Map<number, TitledRow[]>();
+    if (links.length === 0) return out;
+    const by = this.repo.occurrences([...new Set(links.map((l) => l.byOccurrenceId))]);
     for (const l of links) {
       const row = by.get(l.byOccurrenceId);
       if (row) out.set(l.occurrenceId, [...(out.get(l.occurrenceId) ?? []), row]);
     }
-    for (const list of out.values()) list.sort((a, b) => a.startsAt.getTime() - b.startsAt.getTime());
+    for (const list of out.values()) list.sort((a, b) => a.startsAt - b.startsAt);
     return out;
   }
 
@@ -770,30 +860,24 @@ export class CalendarService {
     const partners = this.repo.appendPartners([...new Set(shifted.map((r) => r.scheduleId))]);
     const others = [...new Set([...partners.values()].flat())];
     if (others.length === 0) return out;
-    const ending = this.repo.endingAt(
-      others,
-      [...new Set(shifted.map((r) => r.startsAt.getTime()))].map((t) => new Date(t)),
-    );
+    const ending = this.repo.endingAt(others, [...new Set(shifted.map((r) => r.startsAt))]);
     for (const r of shifted) {
       const mine = new Set(partners.get(r.scheduleId) ?? []);
-      const found = ending.find((o) => mine.has(o.scheduleId) && o.endsAt.getTime() === r.startsAt.getTime());
+      const found = ending.find((o) => mine.has(o.scheduleId) && o.endsAt === r.startsAt);
       if (found) out.set(r.id, found);
     }
     return out;
   }
 
-  /** "schedule target" keys the actor may see: areas in scope or above it, devices in scope. */
+  /** Schedule → the target areas and devices the actor may see: areas in scope or above it, devices in scope. */
   private visibleTargets(actor: Actor, rows: readonly TargetRow[]) {
-    const areasSeen = new Set<string>();
-    const devicesSeen = new Set<string>();
+    const out = new Map<string, { areas: Set<string>; devices: Set<string> }>();
     for (const t of rows) {
-      if (t.areaId !== null && inScopeOrAbove(actor, t.areaPath ?? t.storedPath)) {
-        areasSeen.add(`${t.scheduleId} ${t.areaId}`);
-      }
-      if (t.deviceId !== null && inScope(actor, t.devicePath ?? t.storedPath)) {
-        devicesSeen.add(`${t.scheduleId} ${t.deviceId}`);
-      }
+      let seen = out.get(t.scheduleId);
+      if (!seen) out.set(t.scheduleId, (seen = { areas: new Set(), devices: new Set() }));
+      if (t.areaId !== null && inScopeOrAbove(actor, t.areaPath ?? t.storedPath)) seen.areas.add(t.areaId);
+      if (t.deviceId !== null && inScope(actor, t.devicePath ?? t.storedPath)) seen.devices.add(t.deviceId);
     }
-    return { areas: areasSeen, devices: devicesSeen };
+    return out;
   }
 }

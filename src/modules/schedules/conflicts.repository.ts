@@ -3,7 +3,7 @@
  * of their occurrences are busy when. Read-only; they run on the caller's connection, so inside the
  * transaction that saves a schedule they see what it has written so far.
  */
-import { and, eq, gt, gte, inArray, isNull, lt, ne, sql, type SQL } from 'drizzle-orm';
+import { and, eq, exists, gt, gte, inArray, isNull, lt, ne, sql, type SQL } from 'drizzle-orm';
 import { alias } from 'drizzle-orm/sqlite-core';
 import type { Db } from '../../db/index.js';
 import {
@@ -104,11 +104,21 @@ export class ConflictsRepository {
     deviceIds: readonly string[],
     onlyIds?: readonly string[],
   ): { scheduleId: string; areaId: string | null; deviceId: string | null }[] {
-    const live = and(
-      eq(schedules.priority, priority),
-      isNull(schedules.deletedAt),
-      exceptId === null ? undefined : ne(schedules.id, exceptId),
-      onlyIds ? inArray(schedules.id, [...onlyIds]) : undefined,
+    // The schedule is checked per matching target (EXISTS on its primary key): as a join, SQLite chose to
+    // scan the wider schedules table and probe the targets of each, several times slower at 5,000.
+    const live = exists(
+      this.db
+        .select({ one: sql`1` })
+        .from(schedules)
+        .where(
+          and(
+            eq(schedules.id, scheduleTargets.scheduleId),
+            eq(schedules.priority, priority),
+            isNull(schedules.deletedAt),
+            exceptId === null ? undefined : ne(schedules.id, exceptId),
+            onlyIds ? inArray(schedules.id, [...onlyIds]) : undefined,
+          ),
+        ),
     );
     const query = (names: SQL) =>
       this.db
@@ -118,7 +128,6 @@ export class ConflictsRepository {
           deviceId: scheduleTargets.deviceId,
         })
         .from(scheduleTargets)
-        .innerJoin(schedules, eq(schedules.id, scheduleTargets.scheduleId))
         .where(and(names, live))
         .all();
     const out = new Map<string, { scheduleId: string; areaId: string | null; deviceId: string | null }>();
