@@ -216,6 +216,39 @@ describe('saving a schedule that overlaps another', () => {
     expect(nextDay[0]!.overriddenBy).toEqual([]);
   });
 
+  it('an edit keeps what was settled: no 409 for a clash a saved override covers', async () => {
+    const first = await dailyMorning();
+    const second = await created({
+      programmeId: rabies,
+      targets: { deviceIds: [deviceA] },
+      timing: { daily: { times: ['06:10'] }, from: '2026-06-03', until: '2026-06-05' },
+      durationS: 600,
+      onConflict: 'override',
+    });
+    // Skip a day: the occurrences are planned again, and the saved choice settles the clashes again.
+    const edited = await t.request('PATCH', `/api/v1/schedules/${second}`, {
+      token: t.adminToken,
+      body: { exceptDates: ['2026-06-04'] },
+    });
+    expect(edited.statusCode, edited.body).toBe(200);
+    const day = (d: string) => calendarDay(`deviceId=${deviceA}&from=${d}&to=${d}`);
+    for (const d of ['2026-06-03', '2026-06-05']) {
+      const items = await day(d);
+      expect(items.map((i) => i.scheduleId)).toEqual([first, second]);
+      expect(items[0]!.overriddenBy.map((o) => o.scheduleId)).toEqual([second]);
+      expect(items.map((i) => i.conflicts)).toEqual([[], []]);
+    }
+    // The skipped day: the morning bulletin airs in full.
+    const skipped = await day('2026-06-04');
+    expect(skipped.map((i) => [i.scheduleId, i.overriddenBy])).toEqual([[first, []]]);
+    // The pair keeps one resolution, the one the broadcaster chose.
+    expect(
+      t.query(
+        `SELECT resolution FROM schedule_resolutions WHERE schedule_id = '${second}' OR other_schedule_id = '${second}'`,
+      ),
+    ).toEqual([{ resolution: 'override' }]);
+  });
+
   it('append: the new occurrence starts when the other ends, and the calendar says after what', async () => {
     const first = await dailyMorning();
     const res = await schedule({

@@ -78,6 +78,8 @@ export interface CheckInput {
   slots: PlannedSlot[];
   onConflict?: 'override' | 'append' | undefined;
   now: Date;
+  /** Schedules whose clashes with this one a stored resolution settles already: not checked again. */
+  settled?: ReadonlySet<string>;
 }
 
 export interface ApplyStoredInput {
@@ -293,6 +295,7 @@ export class ScheduleConflicts {
       mine,
       this.repo.touchingTargets(input.priority, input.scheduleId, mine.areaIds, mine.deviceIds),
     );
+    for (const id of input.settled ?? []) sharing.delete(id);
     if (sharing.size === 0) return outcome;
     const busy = new Busy(this.repo, [...sharing.keys()], live);
 
@@ -343,6 +346,29 @@ export class ScheduleConflicts {
         return outcome;
       }
     }
+  }
+
+  /**
+   * An edit of a saved schedule: clashes with the schedules a stored resolution pairs it with are settled as
+   * that resolution says (as planning ahead does), and only the others are refused or settled by
+   * `onConflict`. Without this, changing the skipped dates of a schedule saved with `override` would be
+   * refused for the very clash the broadcaster settled, and answering with `onConflict` again would quietly
+   * replace the other schedule's own earlier choice.
+   */
+  checkEdit(input: CheckInput & { scheduleId: string }): StoredOutcome {
+    const stored = this.applyStored(input);
+    const settled = new Set(
+      this.repo
+        .resolutionsInvolving(input.scheduleId)
+        .map((r) => (r.scheduleId === input.scheduleId ? r.otherScheduleId : r.scheduleId)),
+    );
+    const fresh = this.check({ ...input, slots: stored.slots, settled });
+    return {
+      ...stored,
+      slots: fresh.slots,
+      overrides: [...stored.overrides, ...fresh.overrides],
+      resolutions: fresh.resolutions,
+    };
   }
 
   /**

@@ -48,7 +48,7 @@ export interface ProgrammeAccess {
  * `applyStored` settles the clashes of occurrences planned later as the saved resolutions say, and never
  * refuses (the daily planning job has nobody to answer).
  */
-export type ConflictChecker = Pick<ScheduleConflicts, 'check' | 'applyStored'>;
+export type ConflictChecker = Pick<ScheduleConflicts, 'check' | 'checkEdit' | 'applyStored'>;
 
 export interface SchedulesConfig {
   /** How early a file occurrence is sent, so devices download it before the slot (MEDIA_LEAD_S). */
@@ -168,7 +168,7 @@ export class SchedulesService {
       plannedUntil: plannedUntil(params, horizon),
     };
     this.repo.transaction(() => {
-      const outcome = this.conflicts.check({
+      const outcome = this.conflicts.checkEdit({
         scheduleId: null,
         priority: row.priority,
         deviceIds: new Set(deviceIds),
@@ -236,12 +236,12 @@ export class SchedulesService {
     const slots = replan ? this.planNew(params, now, horizon, input.timing !== undefined) : [];
 
     this.repo.transaction(() => {
-      let outcome: ConflictOutcome | null = null;
+      let outcome: StoredOutcome | null = null;
       if (replan) {
         // The future only: what was sent (or skipped) stays as it was, in the log and the calendar.
         this.repo.deleteFuturePlanned(id, now);
         const kept = this.repo.slotsFrom(id, now);
-        outcome = this.conflicts.check({
+        outcome = this.conflicts.checkEdit({
           scheduleId: id,
           priority,
           deviceIds: new Set(deviceIds),
