@@ -168,7 +168,7 @@ export class SchedulesService {
       plannedUntil: plannedUntil(params, horizon),
     };
     this.repo.transaction(() => {
-      const outcome = this.conflicts.checkEdit({
+      const outcome = this.conflicts.check({
         scheduleId: null,
         priority: row.priority,
         deviceIds: new Set(deviceIds),
