@@ -1,6 +1,14 @@
 import { count, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
-import { areas, devices, media, programmes, users, type AreaRow } from '../../db/schema/index.js';
+import {
+  areas,
+  devices,
+  media,
+  programmes,
+  scheduleTargets,
+  users,
+  type AreaRow,
+} from '../../db/schema/index.js';
 import { inSubtree } from '../../lib/scope.js';
 
 export class AreasRepository {
@@ -59,6 +67,11 @@ export class AreasRepository {
       tx.update(areas)
         .set({ path: sql`${newPath} || substr(${areas.path}, ${oldPath.length + 1})` })
         .where(inSubtree(areas.path, oldPath))
+        .run();
+      // Schedules keep the path of each target for scope checks and area filters: they move with the area.
+      tx.update(scheduleTargets)
+        .set({ path: sql`${newPath} || substr(${scheduleTargets.path}, ${oldPath.length + 1})` })
+        .where(inSubtree(scheduleTargets.path, oldPath))
         .run();
     });
   }

@@ -1,6 +1,13 @@
 import { and, asc, count, desc, eq, inArray, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
-import { areas, devices, type DeviceKind, type DeviceRow, type HealthLevel } from '../../db/schema/index.js';
+import {
+  areas,
+  devices,
+  scheduleTargets,
+  type DeviceKind,
+  type DeviceRow,
+  type HealthLevel,
+} from '../../db/schema/index.js';
 import { inSubtree } from '../../lib/scope.js';
 
 export type DeviceWithPath = DeviceRow & { areaPath: string };
@@ -133,7 +140,15 @@ export class DevicesRepository {
     id: string,
     patch: Partial<Pick<DeviceRow, 'name' | 'sortName' | 'areaId' | 'secretHash' | 'updatedAt'>>,
   ): void {
-    this.db.update(devices).set(patch).where(eq(devices.id, id)).run();
+    this.db.transaction((tx) => {
+      tx.update(devices).set(patch).where(eq(devices.id, id)).run();
+      if (patch.areaId === undefined) return;
+      // Schedules that name the device keep its area's path for scope checks and area filters.
+      tx.update(scheduleTargets)
+        .set({ path: sql`(SELECT ${areas.path} FROM ${areas} WHERE ${areas.id} = ${patch.areaId})` })
+        .where(eq(scheduleTargets.deviceId, id))
+        .run();
+    });
   }
 
   delete(id: string): void {
