@@ -12,6 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { derivedId } from '../src/lib/ids.js';
+import { occurrencePlayIds } from '../src/modules/schedules/planning.js';
 import { commandSchema, topics, type Command } from '../src/protocol/index.js';
 import { ADMIN_PASSWORD, createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
@@ -336,7 +337,8 @@ describe('schedules: the durable dispatcher', () => {
     const disk = new RefusedWrites(t.dataDir);
     faults.push(disk);
     disk.refuse('schedule_occurrences', 'UPDATE');
-    at('06:00:00');
+    // The dispatcher writes an occurrence PREPARE_AHEAD_MS before it is due (and would retry RETRY_MS on).
+    at('05:59:55');
     expect(occurrences(schedule.id)).toEqual([{ status: 'planned', reason: null, commandId: null }]);
     expect(t.query(`SELECT id FROM commands WHERE id = '${schedule.commandId}'`)).toEqual([]);
     expect(records(schedule.id)).toEqual([]);
@@ -506,5 +508,182 @@ describe('schedules: the durable dispatcher', () => {
     });
     await waitFor(() => d.received.some((c) => c.id === ping.json<{ id: string }>().id), 'the ping');
     expect(playsOf(d.received)).toEqual([]);
+  });
+  /** Sends a ping and waits for it: every command sent before it has arrived by then. */
+  const barrier = async (d: { received: Command[] }) => {
+    const ping = await request('POST', '/api/v1/commands', {
+      type: 'ping',
+      targets: { deviceIds: [device.id] },
+    });
+    expect(ping.statusCode, ping.body).toBe(202);
+    const id = ping.json<{ id: string }>().id;
+    await waitFor(() => d.received.some((c) => c.id === id), 'the ping');
+  };
+
+  it('prepares a few seconds ahead but publishes at the due time; a device connecting in between waits for it', async () => {
+    const schedule = await scheduleRelay();
+    at('05:59:56');
+    // Written already: claimed, its command created for the instant it goes out, its record open.
+    expect(occurrences(schedule.id)).toEqual([
+      { status: 'dispatched', reason: null, commandId: schedule.commandId },
+    ]);
+    expect(
+      t.query(`SELECT created_at AS createdAt FROM commands WHERE id = '${schedule.commandId}'`),
+    ).toEqual([{ createdAt: SLOT.getTime() }]);
+    expect(records(schedule.id)).toHaveLength(1);
+    expect(logged('occurrence dispatched')).toEqual([]);
+
+    // A device that subscribes now is not sent the play before its time.
+    const d = await online();
+    await barrier(d);
+    expect(playsOf(d.received)).toEqual([]);
+
+    at('06:00:00');
+    const play = await waitFor(() => playsOf(d.received)[0], 'the play');
+    expect(play).toMatchObject({
+      id: schedule.commandId,
+      issuedAt: SLOT.toISOString(),
+      params: { sessionId: schedule.sessionId, startAt: SLOT.toISOString() },
+    });
+    expect(play.params).not.toHaveProperty('offsetMs');
+    expect(logged('occurrence dispatched')).toMatchObject([
+      { scheduleId: schedule.id, commandId: schedule.commandId, sent: 1, lagMs: 0 },
+    ]);
+    expect(
+      t.query(`SELECT sent_at AS sentAt FROM command_deliveries WHERE command_id = '${schedule.commandId}'`),
+    ).toEqual([{ sentAt: SLOT.getTime() }]);
+    await barrier(d);
+    expect(playsOf(d.received).map((p) => p.id)).toEqual([schedule.commandId]);
+  });
+
+  it('deleting in the seconds after the prepare withdraws the play; pausing once it is out stops it', async () => {
+    const d = await online();
+    const withdrawn = await scheduleRelay();
+    at('05:59:57');
+    expect(occurrences(withdrawn.id)).toMatchObject([{ status: 'dispatched' }]);
+    expect((await request('DELETE', `/api/v1/schedules/${withdrawn.id}`)).statusCode).toBe(204);
+    expect(occurrences(withdrawn.id)).toEqual([
+      { status: 'cancelled', reason: 'schedule deleted', commandId: withdrawn.commandId },
+    ]);
+    expect(
+      t.query(`SELECT status, reason FROM command_deliveries WHERE command_id = '${withdrawn.commandId}'`),
+    ).toEqual([{ status: 'expired', reason: 'schedule deleted' }]);
+    expect(records(withdrawn.id)).toMatchObject([{ outcome: 'skipped', reason: 'schedule deleted' }]);
+    at('06:00:01');
+    await barrier(d);
+    expect(playsOf(d.received)).toEqual([]);
+    expect(logged('occurrence dispatched')).toEqual([]);
+
+    // Out already: pausing stops it on the devices, in the name of who paused.
+    const later = await scheduleRelay({ timing: { once: '2026-12-02T06:10' } });
+    const laterIds = occurrencePlayIds(later.id, local('06:10:00'));
+    at('06:09:56');
+    at('06:10:02');
+    await waitFor(() => playsOf(d.received).find((p) => p.id === laterIds.commandId), 'the play');
+    expect((await request('POST', `/api/v1/schedules/${later.id}/pause`, {})).statusCode).toBe(200);
+    const stop = await waitFor(() => d.received.find((c) => c.type === 'stop'), 'the stop');
+    expect(stop).toMatchObject({ priority: 'normal', params: { sessionId: laterIds.sessionId } });
+  });
+
+  it('a play prepared for later neither replaces nor hides the one running when a device reconnects', async () => {
+    const first = await scheduleRelay();
+    const next = await scheduleRelay({ timing: { once: '2026-12-02T06:05' } });
+    const nextCommandId = derivedId('cmd', next.id, local('06:05:00').toISOString());
+    const d = await online();
+    at('06:00:00');
+    await waitFor(() => playsOf(d.received)[0], 'the first play');
+    await d.client.publishAsync(
+      topics.ack(device.id),
+      JSON.stringify({ id: first.commandId, status: 'done', at: clock.now().toISOString() }),
+      { qos: 1 },
+    );
+    await offline(d.client);
+
+    at('06:04:57'); // the 06:05 occurrence is prepared, not yet issued
+    expect(occurrences(next.id)).toMatchObject([{ status: 'dispatched', commandId: nextCommandId }]);
+    const back = await online();
+    const again = await waitFor(() => playsOf(back.received)[0], 'the running play again');
+    expect(again).toMatchObject({ id: first.commandId, params: { offsetMs: 297_000 } });
+    await barrier(back);
+    expect(playsOf(back.received).map((p) => p.id)).toEqual([first.commandId]);
+
+    at('06:05:00');
+    await waitFor(() => playsOf(back.received)[1], 'the next play');
+    expect(playsOf(back.received).map((p) => p.id)).toEqual([first.commandId, nextCommandId]);
+  });
+
+  it('the server dies between the prepare and the due time: the restarted one publishes the same command once, on time', async () => {
+    const schedule = await scheduleRelay();
+    const d = await online();
+    at('05:59:57');
+    expect(occurrences(schedule.id)).toEqual([
+      { status: 'dispatched', reason: null, commandId: schedule.commandId },
+    ]);
+    await barrier(d);
+    expect(playsOf(d.received)).toEqual([]);
+
+    await restart('05:59:58');
+    expect(logged('prepared occurrences re-armed after a restart')).toMatchObject([{ plays: 1 }]);
+    const back = await online(); // back before the time: nothing yet
+    await barrier(back);
+    expect(playsOf(back.received)).toEqual([]);
+
+    at('06:00:00');
+    const play = await waitFor(() => playsOf(back.received)[0], 'the play');
+    expect(play).toMatchObject({
+      id: schedule.commandId,
+      issuedAt: SLOT.toISOString(),
+      params: { sessionId: schedule.sessionId, startAt: SLOT.toISOString() },
+    });
+    expect(play.params).not.toHaveProperty('offsetMs');
+    expect(logged('occurrence dispatched')).toMatchObject([{ scheduleId: schedule.id, lagMs: 0 }]);
+
+    at('06:01:00');
+    await barrier(back);
+    expect(playsOf(back.received).map((p) => p.id)).toEqual([schedule.commandId]);
+    expect(t.query(`SELECT count(*) AS n FROM commands WHERE type = 'play'`)).toEqual([{ n: 1 }]);
+    expect(records(schedule.id)).toHaveLength(1);
+    expect(t.query(`SELECT count(*) AS n FROM audit_log WHERE action = 'schedule.dispatch'`)).toEqual([
+      { n: 1 },
+    ]);
+  });
+
+  it('one broken occurrence does not hold back the others of its batch, and goes out once repaired', async () => {
+    const market = await t.createDevice(tree.hamletA.id, 'Cụm loa chợ Đông');
+    const good = await scheduleRelay({ targets: { deviceIds: [device.id] } });
+    const bad = await scheduleRelay({ targets: { deviceIds: [market.id] } });
+    const outsider = new RefusedWrites(t.dataDir);
+    faults.push(outsider);
+    // A row the dispatcher cannot read as targets: the batch's transaction throws.
+    outsider.db.prepare(`UPDATE schedules SET targets = '{"deviceIds":7}' WHERE id = ?`).run(bad.id);
+    const d = await online();
+    const m = await online(market.credentials);
+
+    at('06:00:00');
+    const play = await waitFor(() => playsOf(d.received)[0], 'the good play');
+    expect(play).toMatchObject({ id: good.commandId, params: { startAt: SLOT.toISOString() } });
+    expect(play.params).not.toHaveProperty('offsetMs');
+    expect(occurrences(good.id)).toEqual([{ status: 'dispatched', reason: null, commandId: good.commandId }]);
+    expect(occurrences(bad.id)).toEqual([{ status: 'planned', reason: null, commandId: null }]);
+    expect(logged('preparing a batch of occurrences failed; trying them one by one').length).toBeGreaterThan(
+      0,
+    );
+    expect(
+      logged('dispatching an occurrence failed; it stays planned and is tried again').map(
+        (l) => l.scheduleId,
+      ),
+    ).toContain(bad.id);
+    expect(playsOf(m.received)).toEqual([]);
+
+    // Repaired: the next try (RETRY_MS on) sends it, joining 5 s in.
+    outsider.db
+      .prepare(`UPDATE schedules SET targets = ? WHERE id = ?`)
+      .run(JSON.stringify({ deviceIds: [market.id] }), bad.id);
+    at('06:00:05');
+    const late = await waitFor(() => playsOf(m.received)[0], 'the repaired play');
+    expect(late).toMatchObject({ id: bad.commandId, params: { offsetMs: 5_000 } });
+    expect(occurrences(bad.id)).toEqual([{ status: 'dispatched', reason: null, commandId: bad.commandId }]);
+    await barrier(d);
+    expect(playsOf(d.received).map((p) => p.id)).toEqual([good.commandId]);
   });
 });

@@ -97,6 +97,9 @@ function prepareStatements(db: Db) {
           // still runs is what a rebooted device must play again.
           inArray(commandDeliveries.status, ['pending', 'received', 'done']),
           gt(commandDeliveries.expiresAt, p('now')),
+          // A play prepared ahead of its time (a schedule's occurrence, CommandsService.preparePlay) is
+          // created for the instant it goes out: until then a device must not be sent it.
+          lte(commands.createdAt, p('now')),
         ),
       )
       .orderBy(asc(commands.createdAt), asc(deliverySeq))
@@ -115,9 +118,18 @@ function prepareStatements(db: Db) {
           // A command created at or after `since` expires after it, so this bound loses none of them and
           // keeps the scan to the last few minutes of the device's history.
           gte(commandDeliveries.expiresAt, p('since')),
+          // Not yet issued (prepared ahead): it has stopped or replaced nothing so far.
+          lte(commands.createdAt, p('now')),
         ),
       )
       .orderBy(asc(commands.createdAt), asc(deliverySeq))
+      .prepare(),
+    markSent: db
+      .update(commandDeliveries)
+      .set({ sentAt: sql`${p('at')}` })
+      .where(
+        and(eq(commandDeliveries.commandId, p('commandId')), eq(commandDeliveries.deviceId, p('deviceId'))),
+      )
       .prepare(),
   };
 }
@@ -213,8 +225,81 @@ export class CommandsRepository {
    * The device's commands created at or after `since`, oldest first, whatever became of them except a
    * refusal or a failure: those that may have stopped or replaced a play since.
    */
-  commandsSince(deviceId: string, since: Date): DeviceCommand[] {
-    return this.statements.commandsSince.all({ deviceId, since: since.getTime() });
+  commandsSince(deviceId: string, since: Date, now: Date): DeviceCommand[] {
+    return this.statements.commandsSince.all({ deviceId, since: since.getTime(), now: now.getTime() });
+  }
+
+  /**
+   * The command and one unsent delivery per target, in the CALLER's transaction (see
+   * CommandsService.preparePlay), unless a command with this id exists already. Returns whether it was
+   * inserted.
+   */
+  insertPrepared(command: CommandRow, deviceIds: readonly string[]): boolean {
+    const inserted = this.db.insert(commands).values(command).onConflictDoNothing().run().changes > 0;
+    if (!inserted) return false;
+    const { insertDelivery } = this.statements;
+    const expiresAt = command.expiresAt.getTime();
+    const updatedAt = command.createdAt.getTime();
+    for (const deviceId of deviceIds) {
+      insertDelivery.run({ commandId: command.id, deviceId, sentAt: null, expiresAt, updatedAt });
+    }
+    return true;
+  }
+
+  /**
+   * Withdraws prepared commands not yet due (createdAt after `now`): they expire now, and their deliveries
+   * close `expired` with the reason, so neither the publish timer of a restarted server nor a re-send on
+   * reconnect ever sends them. Returns the ids withdrawn (one already out is not among them).
+   */
+  withdraw(commandIds: readonly string[], now: Date, reason: string): string[] {
+    if (commandIds.length === 0) return [];
+    return this.db.transaction((tx) => {
+      const ids = tx
+        .update(commands)
+        .set({ expiresAt: now })
+        .where(and(inArray(commands.id, [...commandIds]), gt(commands.createdAt, now)))
+        .returning({ id: commands.id })
+        .all()
+        .map((r) => r.id);
+      if (ids.length > 0) {
+        tx.update(commandDeliveries)
+          .set({ status: 'expired', reason, expiresAt: now, updatedAt: now })
+          .where(inArray(commandDeliveries.commandId, ids))
+          .run();
+      }
+      return ids;
+    });
+  }
+
+  /** Records when prepared commands went out, to the devices they reached: one transaction. */
+  markSent(sent: readonly { commandId: string; deviceId: string }[], at: Date): void {
+    if (sent.length === 0) return;
+    const { markSent } = this.statements;
+    const ms = at.getTime();
+    this.db.transaction(() => {
+      for (const s of sent) markSent.run({ commandId: s.commandId, deviceId: s.deviceId, at: ms });
+    });
+  }
+
+  /**
+   * Plays created for an instant after `now` (prepared ahead, not yet due), oldest first, each with the
+   * devices it goes to: what a restarted server must still publish on time.
+   */
+  unpublished(now: Date): { command: CommandRow; deviceIds: string[] }[] {
+    const rows = this.db
+      .select({ command: commands, deviceId: commandDeliveries.deviceId })
+      .from(commands)
+      .innerJoin(commandDeliveries, eq(commandDeliveries.commandId, commands.id))
+      .where(and(gt(commands.createdAt, now), eq(commands.type, 'play')))
+      .orderBy(asc(commands.createdAt), asc(commands.id), asc(deliverySeq))
+      .all();
+    const found = new Map<string, { command: CommandRow; deviceIds: string[] }>();
+    for (const r of rows) {
+      const entry = found.get(r.command.id);
+      if (entry) entry.deviceIds.push(r.deviceId);
+      else found.set(r.command.id, { command: r.command, deviceIds: [r.deviceId] });
+    }
+    return [...found.values()];
   }
 
   /**

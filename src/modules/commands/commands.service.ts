@@ -83,6 +83,18 @@ export interface DispatchPlayInput {
   also?: () => void;
 }
 
+/** A play prepared ahead (CommandsService.preparePlay): written, not yet published. */
+export interface PreparedPlay {
+  id: string;
+  priority: Priority;
+  /** Its targets; it goes to those ready when it is published, the others get it on reconnect. */
+  deviceIds: readonly string[];
+  /** When it goes out: the command's createdAt, its wire `issuedAt`. */
+  publishAt: Date;
+  /** The wire form, built once. */
+  payload: Buffer;
+}
+
 /** The counters the commands service feeds (src/plugins/metrics.ts). */
 export type CommandMetrics = Pick<
   Metrics,
@@ -435,6 +447,93 @@ export class CommandsService {
   }
 
   /**
+   * dispatchPlay split in two, for plays written some seconds before they go out (a schedule's
+   * occurrences, src/modules/schedules/dispatcher.ts): this writes the command, its deliveries (not sent)
+   * and its playback records in the CALLER's transaction (with whatever else must commit with them: the
+   * claim of the occurrence), and publishes nothing; publishPrepared() publishes at `publishAt`.
+   *
+   * The command is created AT `publishAt` (createdAt = wire issuedAt), and until that instant
+   * deliverPending leaves it out: a device that connects in between is not sent it early, and gets it
+   * from the publish. After a crash in between, a restarted server finds it with unpublished() and
+   * publishes it at its time; a device that reconnects after `publishAt` gets it from deliverPending. So
+   * it goes out once, on time, whether or not the server survives the wait.
+   *
+   * Idempotent by id: null when a command with this id exists (nothing is written).
+   */
+  preparePlay(input: Omit<DispatchPlayInput, 'also'> & { publishAt: Date }): PreparedPlay | null {
+    const params: CommandRow['params'] = {
+      sessionId: input.sessionId,
+      source: input.source,
+      ...(input.offsetMs ? { offsetMs: input.offsetMs } : {}),
+      startAt: input.startAt.toISOString(),
+      ...(input.volume !== undefined ? { volume: input.volume } : {}),
+    };
+    const row: CommandRow = {
+      id: input.id,
+      type: 'play',
+      priority: input.priority,
+      params,
+      createdBy: null,
+      createdAt: input.publishAt,
+      expiresAt: input.expiresAt,
+      targetCount: input.deviceIds.length,
+      programmeId: input.programmeId,
+      programmeRevisionId: input.programmeRevisionId,
+    };
+    if (!this.repo.insertPrepared(row, input.deviceIds)) return null;
+    if (input.playbackRecord) this.openPlayRecords(row, input.deviceIds, input.playbackRecord);
+    return this.prepared(row, input.deviceIds);
+  }
+
+  private prepared(row: CommandRow, deviceIds: readonly string[]): PreparedPlay {
+    return {
+      id: row.id,
+      priority: row.priority,
+      deviceIds,
+      publishAt: row.createdAt,
+      payload: Buffer.from(JSON.stringify(toWire(row))),
+    };
+  }
+
+  /**
+   * Publishes prepared plays (their time has come) to their ready devices, one after the other with
+   * nothing else in between (the last of 2,000 goes out a few ms after the first); `onPublished` hears of
+   * each right after its publish. Then records when they were sent, in one transaction: if that fails the
+   * plays are out all the same, their deliveries only lack sentAt.
+   */
+  publishPrepared(
+    plays: readonly PreparedPlay[],
+    onPublished?: (play: PreparedPlay, sent: number) => void,
+  ): void {
+    const at = this.clock.now();
+    const sent: { commandId: string; deviceId: string }[] = [];
+    for (const play of plays) {
+      const to = this.publisher.publishCommand(play.deviceIds, play.payload);
+      onPublished?.(play, to.length);
+      for (const deviceId of to) sent.push({ commandId: play.id, deviceId });
+    }
+    for (const play of plays) this.metrics.commandSent('play', play.priority, play.deviceIds.length);
+    try {
+      this.repo.markSent(sent, at);
+    } catch (err) {
+      this.log.error({ err, deliveries: sent.length }, 'could not record when prepared plays were sent');
+    }
+  }
+
+  /** Withdraws prepared plays that have not gone out yet (see CommandsRepository.withdraw). */
+  withdrawPrepared(commandIds: readonly string[], reason: string): string[] {
+    return this.repo.withdraw(commandIds, this.clock.now(), reason);
+  }
+
+  /**
+   * Plays prepared for an instant still ahead of `now` (see preparePlay): after a restart, what must
+   * still be published on time.
+   */
+  unpublished(now: Date): PreparedPlay[] {
+    return this.repo.unpublished(now).map((r) => this.prepared(r.command, r.deviceIds));
+  }
+
+  /**
    * The playback records of a play, in the caller's transaction. A manual play's session runs from its
    * creation to its expiry, and should air its content in full (duration × repeats; a stream without a
    * duration has no planned length).
@@ -553,7 +652,7 @@ export class CommandsService {
     if (candidates.length === 0) return;
     // The history after the oldest play is needed only when there is a play to judge.
     const firstPlay = candidates.find((c) => c.command.type === 'play');
-    const later = firstPlay ? this.repo.commandsSince(deviceId, firstPlay.command.createdAt) : [];
+    const later = firstPlay ? this.repo.commandsSince(deviceId, firstPlay.command.createdAt, now) : [];
     const plan = planResend(candidates, later, now);
     if (plan.send.length === 0 && plan.closed.length === 0) return;
     // Published before anything is written: a database that cannot write (busy, full) must not hold back

@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { and, desc, eq, gte, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, gte, inArray, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
 import { sqliteOf, type Db } from '../../db/index.js';
 import {
   areas,
@@ -335,6 +335,15 @@ export class PlaybackRepository {
       dueAt: new Date(r.dueAt),
       endsAt: new Date(r.endsAt),
     }));
+  }
+
+  skipSessions(sessionIds: readonly string[], reason: string, now: Date): void {
+    if (sessionIds.length === 0) return;
+    this.db
+      .update(playbackLog)
+      .set({ outcome: 'skipped', reason, updatedAt: now })
+      .where(and(inArray(playbackLog.sessionId, [...sessionIds]), isNull(playbackLog.outcome)))
+      .run();
   }
 
   /** Deletes up to `batch` records due before `before`; returns how many. */

@@ -285,6 +285,14 @@ export class PlaybackService {
   }
 
   /**
+   * Closes the still open records of these sessions as `skipped` with the reason: plays withdrawn before
+   * they went out (a schedule deleted or paused in the seconds its occurrence was prepared ahead).
+   */
+  skipSessions(sessionIds: readonly string[], reason: string): void {
+    this.repo.skipSessions(sessionIds, reason, this.clock.now());
+  }
+
+  /**
    * Open scheduled records of the device that could resume now: interrupted (not by a stop) or refused
    * `lower_priority`, slot still open, not playing; newest due first.
    */

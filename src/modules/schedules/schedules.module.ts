@@ -22,8 +22,10 @@ export default fp<ModuleOptions>(
       app.log.child({ module: 'schedules' }),
     );
     // Bound late: the dispatcher is registered after this module; it re-arms its timer for the new rows.
-    const late = app.services as Partial<Services> & { dispatcher?: { wake(): void } };
+    const late = app.services as Partial<Services>;
     schedules.onChange = () => late.dispatcher?.wake();
+    schedules.withdrawUnpublished = (scheduleId, reason) =>
+      late.dispatcher?.withdraw(scheduleId, reason) ?? 0;
     programmes.onApproved = (programmeId) => schedules.revisionApproved(programmeId);
     schedules.stopSession = (actor, sessionId, schedule) =>
       app.services.commands.create(actor, {

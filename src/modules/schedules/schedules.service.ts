@@ -85,6 +85,8 @@ export class SchedulesService {
    * delivered, acknowledged and audited like any other).
    */
   stopSession?: (actor: Actor, sessionId: string, schedule: ScheduleRow) => void;
+  /** Withdraws occurrences prepared ahead whose play has not gone out yet (bound to the dispatcher). */
+  withdrawUnpublished?: (scheduleId: string, reason: string) => number;
 
   constructor(
     private readonly repo: SchedulesRepository,
@@ -308,7 +310,7 @@ export class SchedulesService {
       );
     });
     this.changed();
-    this.stopSent(actor, schedule, now);
+    this.stopSent(actor, schedule, now, 'schedule deleted');
   }
 
   /**
@@ -316,7 +318,10 @@ export class SchedulesService {
    * one sent ahead for its download that waits for its startAt on the devices. Otherwise a wrong bulletin
    * deleted in the minute before its slot would still air.
    */
-  private stopSent(actor: Actor, schedule: ScheduleRow, now: Date): void {
+  private stopSent(actor: Actor, schedule: ScheduleRow, now: Date, reason: string): void {
+    // Prepared a few seconds ahead and not out yet: withdrawn, not stopped (a stop sent now would reach
+    // the devices before the play).
+    this.withdrawUnpublished?.(schedule.id, reason);
     for (const { slotAt } of this.repo.sentAndOpen(schedule.id, now)) {
       const { sessionId } = occurrencePlayIds(schedule.id, slotAt);
       try {
@@ -349,7 +354,7 @@ export class SchedulesService {
       );
     });
     this.changed();
-    this.stopSent(actor, found.schedule, now);
+    this.stopSent(actor, found.schedule, now, 'schedule paused');
     return this.get(actor, id);
   }
 
