@@ -244,6 +244,28 @@ export function planResend(
   return plan;
 }
 
+/** The row of a play the server sends itself (dispatchPlay, preparePlay), issued at `createdAt`. */
+function serverPlayRow(input: Omit<DispatchPlayInput, 'also'>, createdAt: Date): CommandRow {
+  return {
+    id: input.id,
+    type: 'play',
+    priority: input.priority,
+    params: {
+      sessionId: input.sessionId,
+      source: input.source,
+      ...(input.offsetMs ? { offsetMs: input.offsetMs } : {}),
+      startAt: input.startAt.toISOString(),
+      ...(input.volume !== undefined ? { volume: input.volume } : {}),
+    },
+    createdBy: null,
+    createdAt,
+    expiresAt: input.expiresAt,
+    targetCount: input.deviceIds.length,
+    programmeId: input.programmeId,
+    programmeRevisionId: input.programmeRevisionId,
+  };
+}
+
 function summary(row: CommandRow, username: string | null): CommandSummary {
   return {
     id: row.id,
@@ -397,25 +419,7 @@ export class CommandsService {
    */
   dispatchPlay(input: DispatchPlayInput): { created: boolean; sent: number } {
     const now = this.clock.now();
-    const params: CommandRow['params'] = {
-      sessionId: input.sessionId,
-      source: input.source,
-      ...(input.offsetMs ? { offsetMs: input.offsetMs } : {}),
-      startAt: input.startAt.toISOString(),
-      ...(input.volume !== undefined ? { volume: input.volume } : {}),
-    };
-    const row: CommandRow = {
-      id: input.id,
-      type: 'play',
-      priority: input.priority,
-      params,
-      createdBy: null,
-      createdAt: now,
-      expiresAt: input.expiresAt,
-      targetCount: input.deviceIds.length,
-      programmeId: input.programmeId,
-      programmeRevisionId: input.programmeRevisionId,
-    };
+    const row = serverPlayRow(input, now);
     // Synchronous from here to the publish, as in create().
     const ready = input.deviceIds.filter((id) => this.publisher.isReady(id));
     const readySet = new Set(ready);
@@ -461,25 +465,7 @@ export class CommandsService {
    * Idempotent by id: null when a command with this id exists (nothing is written).
    */
   preparePlay(input: Omit<DispatchPlayInput, 'also'> & { publishAt: Date }): PreparedPlay | null {
-    const params: CommandRow['params'] = {
-      sessionId: input.sessionId,
-      source: input.source,
-      ...(input.offsetMs ? { offsetMs: input.offsetMs } : {}),
-      startAt: input.startAt.toISOString(),
-      ...(input.volume !== undefined ? { volume: input.volume } : {}),
-    };
-    const row: CommandRow = {
-      id: input.id,
-      type: 'play',
-      priority: input.priority,
-      params,
-      createdBy: null,
-      createdAt: input.publishAt,
-      expiresAt: input.expiresAt,
-      targetCount: input.deviceIds.length,
-      programmeId: input.programmeId,
-      programmeRevisionId: input.programmeRevisionId,
-    };
+    const row = serverPlayRow(input, input.publishAt);
     if (!this.repo.insertPrepared(row, input.deviceIds)) return null;
     if (input.playbackRecord) this.openPlayRecords(row, input.deviceIds, input.playbackRecord);
     return this.prepared(row, input.deviceIds);
