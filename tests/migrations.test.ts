@@ -252,7 +252,9 @@ describe('migrating a database that holds data', () => {
     const file = path.join(dataDir, 'loa.sqlite');
     const first = await openDatabase(file);
     first.sqlite
-      .prepare("INSERT INTO areas VALUES ('ar_1', 'Xã Hải Phú', 'commune', NULL, '/ar_1/', 0, 0)")
+      .prepare(
+        "INSERT INTO areas (id, name, level, parent_id, path, created_at, updated_at) VALUES ('ar_1', 'Xã Hải Phú', 'commune', NULL, '/ar_1/', 0, 0)",
+      )
       .run();
     first.sqlite.close();
     const { log, lines } = recordingLog();

@@ -1,4 +1,4 @@
-import { sqliteTable, text, integer, index } from 'drizzle-orm/sqlite-core';
+import { sqliteTable, text, integer, index, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 export const AREA_LEVELS = ['province', 'district', 'commune', 'hamlet'] as const;
 export type AreaLevel = (typeof AREA_LEVELS)[number];
@@ -16,10 +16,19 @@ export const areas = sqliteTable(
     level: text('level', { enum: AREA_LEVELS }).notNull(),
     parentId: text('parent_id'),
     path: text('path').notNull(),
+    /**
+     * The national administrative code of the province, district or commune (mã đơn vị hành chính), which
+     * warning systems name in CAP alerts (`<geocode>` VN-ADMIN); unique among areas when set.
+     */
+    code: text('code'),
     createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
     updatedAt: integer('updated_at', { mode: 'timestamp_ms' }).notNull(),
   },
-  (t) => [index('areas_parent_idx').on(t.parentId), index('areas_path_idx').on(t.path)],
+  (t) => [
+    index('areas_parent_idx').on(t.parentId),
+    index('areas_path_idx').on(t.path),
+    uniqueIndex('areas_code_idx').on(t.code),
+  ],
 );
 
 export type AreaRow = typeof areas.$inferSelect;

@@ -1,4 +1,4 @@
-import { sqliteTable, text, integer, index } from 'drizzle-orm/sqlite-core';
+import { sqliteTable, text, integer, real, index } from 'drizzle-orm/sqlite-core';
 import { areas } from './areas.js';
 import { HEALTH_LEVELS } from './health.js';
 
@@ -18,6 +18,11 @@ export const devices = sqliteTable(
       .references(() => areas.id),
     /** SHA-256 of the device secret (see devices.service for why not scrypt). */
     secretHash: text('secret_hash').notNull(),
+    /** Where the loudspeakers stand (WGS84), for alerts that target a polygon or a circle. */
+    lat: real('lat'),
+    lon: real('lon'),
+    /** Takes part in drills: an exercise emergency plays only on these. */
+    drillParticipant: integer('drill_participant', { mode: 'boolean' }).notNull().default(false),
     createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
     updatedAt: integer('updated_at', { mode: 'timestamp_ms' }).notNull(),
     // Presence, owned by the server; every device is offline at start-up.

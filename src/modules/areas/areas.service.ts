@@ -109,6 +109,7 @@ export class AreasService {
       level: input.level,
       parentId: input.parentId ?? null,
       path,
+      code: null,
       createdAt: now,
       updatedAt: now,
     };
