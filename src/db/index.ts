@@ -16,6 +16,14 @@ export function sqliteOf(db: Db): Database.Database {
   return (db as unknown as { $client: Database.Database }).$client;
 }
 
+/** A UNIQUE index refused the write. better-sqlite3 reports it with a code; drizzle may wrap the error in its own. */
+export function isUniqueViolation(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if ((e as { code?: unknown }).code === 'SQLITE_CONSTRAINT_UNIQUE') return true;
+  }
+  return false;
+}
+
 /** drizzle/ sits at the project root, both when running from src/ (tsx) and from dist/src/ (node). */
 function findMigrationsFolder(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));

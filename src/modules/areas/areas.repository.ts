@@ -1,5 +1,5 @@
 import { count, eq, inArray, sql } from 'drizzle-orm';
-import type { Db } from '../../db/index.js';
+import { isUniqueViolation, type Db } from '../../db/index.js';
 import {
   areas,
   devices,
@@ -11,11 +11,32 @@ import {
 } from '../../db/schema/index.js';
 import { inSubtree } from '../../lib/scope.js';
 
+/** Thrown when a write would give an area a code another area already has (the UNIQUE index decides). */
+export class DuplicateAreaCode extends Error {
+  override name = 'DuplicateAreaCode';
+}
+
+/** Runs a write, turning the UNIQUE index on `code` refusing it into DuplicateAreaCode. */
+function guardCode<T>(write: () => T): T {
+  try {
+    return write();
+  } catch (err) {
+    // `id` is the only other unique column, and ids are fresh: a unique violation here is the code.
+    if (isUniqueViolation(err)) throw new DuplicateAreaCode('code already used', { cause: err });
+    throw err;
+  }
+}
+
 export class AreasRepository {
   constructor(private readonly db: Db) {}
 
+  /** Throws DuplicateAreaCode when the code is taken. */
   insert(row: AreaRow): void {
-    this.db.insert(areas).values(row).run();
+    guardCode(() => this.db.insert(areas).values(row).run());
+  }
+
+  findByCode(code: string): AreaRow | undefined {
+    return this.db.select().from(areas).where(eq(areas.code, code)).get();
   }
 
   findById(id: string): AreaRow | undefined {
@@ -56,8 +77,9 @@ export class AreasRepository {
     };
   }
 
-  update(id: string, patch: Partial<Pick<AreaRow, 'name' | 'level' | 'updatedAt'>>): void {
-    this.db.update(areas).set(patch).where(eq(areas.id, id)).run();
+  /** Throws DuplicateAreaCode when the code is taken. */
+  update(id: string, patch: Partial<Pick<AreaRow, 'name' | 'level' | 'code' | 'updatedAt'>>): void {
+    guardCode(() => this.db.update(areas).set(patch).where(eq(areas.id, id)).run());
   }
 
   /** Moves an area and its whole subtree: every descendant's path gets the new prefix, atomically. */

@@ -6,6 +6,7 @@ import {
   areaParamsSchema,
   areaSchema,
   createAreaSchema,
+  listAreasQuerySchema,
   updateAreaSchema,
 } from './areas.schemas.js';
 
@@ -19,11 +20,14 @@ const routes: FastifyPluginAsyncZod = async (app) => {
     {
       schema: {
         tags: ['areas'],
-        summary: 'The area tree visible to the caller (their own area and everything below it)',
+        summary:
+          'The area tree visible to the caller (their own area and everything below it), or with `code` ' +
+          'the area holding that administrative code',
+        querystring: listAreasQuerySchema,
         response: { 200: areaListSchema },
       },
     },
-    async (request) => ({ items: areas.list(request.actor) }),
+    async (request) => ({ items: areas.list(request.actor, request.query) }),
   );
 
   app.post(
@@ -58,7 +62,8 @@ const routes: FastifyPluginAsyncZod = async (app) => {
     {
       schema: {
         tags: ['areas'],
-        summary: 'Rename, change the level of, or move an area (its subtree moves with it)',
+        summary:
+          'Rename, change the level or the administrative code of, or move an area (its subtree moves with it)',
         params: areaParamsSchema,
         body: updateAreaSchema,
         response: { 200: areaSchema },

@@ -5,10 +5,27 @@ import { newId } from '../../lib/ids.js';
 import { compareNames } from '../../lib/text.js';
 import { inScope, type Actor } from '../../lib/scope.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { AreasRepository } from './areas.repository.js';
-import type { AreaView, CreateAreaInput, UpdateAreaInput } from './areas.schemas.js';
+import { DuplicateAreaCode, type AreasRepository } from './areas.repository.js';
+import type { AreaView, CreateAreaInput, ListAreasQuery, UpdateAreaInput } from './areas.schemas.js';
 
 const rank = (level: AreaLevel) => AREA_LEVELS.indexOf(level);
+
+/**
+ * Writes that set a code, with the UNIQUE index as the judge: a check before the write would race another
+ * request giving the same code. Which area holds it is not said: it may be outside the caller's area.
+ */
+function withCode<T>(code: string | null | undefined, write: () => T): T {
+  try {
+    return write();
+  } catch (err) {
+    if (err instanceof DuplicateAreaCode) {
+      throw new AppError('conflict', `code: "${code}" is already the code of another area`, {
+        errors: [{ field: 'body.code', message: 'is already the code of another area' }],
+      });
+    }
+    throw err;
+  }
+}
 
 export function toAreaView(row: AreaRow): AreaView {
   return {
@@ -16,6 +33,7 @@ export function toAreaView(row: AreaRow): AreaView {
     name: row.name,
     level: row.level,
     parentId: row.parentId,
+    code: row.code,
     depth: row.path.split('/').filter(Boolean).length - 1,
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
@@ -85,8 +103,18 @@ export class AreasService {
     return this.repo.children(id);
   }
 
-  list(actor: Actor): AreaView[] {
+  /** With `code`: the one area holding it, if the actor may see it (a list of zero or one). */
+  list(actor: Actor, query: ListAreasQuery = {}): AreaView[] {
+    if (query.code !== undefined) {
+      const row = this.repo.findByCode(query.code);
+      return row && inScope(actor, row.path) ? [toAreaView(row)] : [];
+    }
     return depthFirst(this.repo.listSubtree(actor.areaPath)).map(toAreaView);
+  }
+
+  /** The area holding this administrative code, with no scope check: for the server's own work (alerts). */
+  byCode(code: string): AreaRow | undefined {
+    return this.repo.findByCode(code);
   }
 
   create(actor: Actor, input: CreateAreaInput): AreaView {
@@ -109,16 +137,16 @@ export class AreasService {
       level: input.level,
       parentId: input.parentId ?? null,
       path,
-      code: null,
+      code: input.code ?? null,
       createdAt: now,
       updatedAt: now,
     };
-    this.repo.insert(row);
+    withCode(row.code, () => this.repo.insert(row));
     this.audit.record(
       actor,
       'area.create',
       { type: 'area', id },
-      { name: row.name, level: row.level, parentId: row.parentId },
+      { name: row.name, level: row.level, parentId: row.parentId, code: row.code },
     );
     return toAreaView(row);
   }
@@ -156,8 +184,15 @@ export class AreasService {
         );
     }
 
-    if (input.name !== undefined || input.level !== undefined) {
-      this.repo.update(id, { name: input.name ?? area.name, level, updatedAt: now });
+    if (input.name !== undefined || input.level !== undefined || input.code !== undefined) {
+      withCode(input.code, () =>
+        this.repo.update(id, {
+          name: input.name ?? area.name,
+          level,
+          ...(input.code !== undefined ? { code: input.code } : {}),
+          updatedAt: now,
+        }),
+      );
     }
     const newParentId = parent?.id ?? null;
     if (newParentId !== area.parentId) {

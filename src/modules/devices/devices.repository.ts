@@ -57,6 +57,7 @@ export class DevicesRepository {
     online?: boolean | undefined;
     health?: HealthLevel | undefined;
     firmware?: string | undefined;
+    drillParticipant?: boolean | undefined;
     /** Only devices not heard from since this instant (never heard from included). */
     silentSince?: Date | undefined;
     sort: DeviceSort;
@@ -69,6 +70,8 @@ export class DevicesRepository {
     if (filter.online !== undefined) where.push(eq(devices.online, filter.online));
     if (filter.health) where.push(eq(devices.health, filter.health));
     if (filter.firmware) where.push(eq(devices.firmware, filter.firmware));
+    if (filter.drillParticipant !== undefined)
+      where.push(eq(devices.drillParticipant, filter.drillParticipant));
     if (filter.silentSince)
       where.push(or(isNull(devices.lastSeenAt), lt(devices.lastSeenAt, filter.silentSince))!);
     const condition = and(...where);
@@ -138,7 +141,12 @@ export class DevicesRepository {
 
   update(
     id: string,
-    patch: Partial<Pick<DeviceRow, 'name' | 'sortName' | 'areaId' | 'secretHash' | 'updatedAt'>>,
+    patch: Partial<
+      Pick<
+        DeviceRow,
+        'name' | 'sortName' | 'areaId' | 'secretHash' | 'lat' | 'lon' | 'drillParticipant' | 'updatedAt'
+      >
+    >,
   ): void {
     this.db.transaction((tx) => {
       tx.update(devices).set(patch).where(eq(devices.id, id)).run();

@@ -62,7 +62,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
     {
       schema: {
         tags: ['devices'],
-        summary: 'Rename or move a device to another area',
+        summary: 'Rename, move to another area, place (lat/lon) or flag for drills a device',
         params: deviceParamsSchema,
         body: updateDeviceSchema,
         response: { 200: deviceSchema },

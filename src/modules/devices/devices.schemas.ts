@@ -6,15 +6,50 @@ export const deviceKindSchema = z.enum(DEVICE_KINDS);
 const deviceName = z.string().trim().min(1, 'must not be empty').max(200);
 const id = z.string().min(1).max(64);
 
-export const createDeviceSchema = z.object({
-  name: deviceName.describe('What people call it: "Cụm loa thôn Đông"'),
-  kind: deviceKindSchema.describe('station: a commune head-end; cluster: a hamlet loudspeaker cluster'),
-  areaId: id,
-});
+const lat = z.number().min(-90).max(90).describe('Latitude in degrees, WGS84');
+const lon = z.number().min(-180).max(180).describe('Longitude in degrees, WGS84');
+
+/**
+ * A position is a point or nothing: half of one would place the loudspeakers on a line across the globe for
+ * the alerts that target a polygon or a circle. So `lat` and `lon` come together, both numbers or both null
+ * (which clears the position); the error names the field that breaks the pair.
+ */
+function positionPaired(v: { lat?: number | null; lon?: number | null }, ctx: z.RefinementCtx): void {
+  if (v.lat === undefined && v.lon === undefined) return;
+  if (v.lat === undefined || v.lon === undefined) {
+    const missing = v.lat === undefined ? 'lat' : 'lon';
+    ctx.addIssue({ code: 'custom', path: [missing], message: 'lat and lon are given together' });
+  } else if ((v.lat === null) !== (v.lon === null)) {
+    const nulled = v.lat === null ? 'lat' : 'lon';
+    ctx.addIssue({ code: 'custom', path: [nulled], message: 'lat and lon are both numbers or both null' });
+  }
+}
+
+const drillParticipant = z
+  .boolean()
+  .describe('Takes part in drills: an exercise emergency plays only on these devices');
+
+export const createDeviceSchema = z
+  .object({
+    name: deviceName.describe('What people call it: "Cụm loa thôn Đông"'),
+    kind: deviceKindSchema.describe('station: a commune head-end; cluster: a hamlet loudspeaker cluster'),
+    areaId: id,
+    lat: lat.optional().describe('Latitude in degrees (WGS84), given with lon'),
+    lon: lon.optional().describe('Longitude in degrees (WGS84), given with lat'),
+    drillParticipant: drillParticipant.default(false),
+  })
+  .superRefine(positionPaired);
 
 export const updateDeviceSchema = z
-  .object({ name: deviceName.optional(), areaId: id.optional() })
-  .refine((v) => Object.keys(v).length > 0, { message: 'nothing to change' });
+  .object({
+    name: deviceName.optional(),
+    areaId: id.optional(),
+    lat: lat.nullable().optional().describe('Latitude (WGS84), given with lon; null with lon null clears'),
+    lon: lon.nullable().optional().describe('Longitude (WGS84), given with lat; null with lat null clears'),
+    drillParticipant: drillParticipant.optional(),
+  })
+  .refine((v) => Object.keys(v).length > 0, { message: 'nothing to change' })
+  .superRefine(positionPaired);
 
 export const deviceParamsSchema = z.object({ id });
 
@@ -28,6 +63,7 @@ export const listDevicesQuerySchema = z.object({
   online: booleanQuery.optional(),
   health: healthLevelSchema.optional(),
   firmware: z.string().min(1).max(64).optional().describe('Exact firmware version'),
+  drillParticipant: booleanQuery.optional().describe('true: only devices that take part in drills'),
   silentForS: z.coerce
     .number()
     .int()
@@ -54,6 +90,9 @@ export const deviceSchema = z.object({
   name: z.string(),
   kind: deviceKindSchema,
   areaId: z.string(),
+  lat: z.number().nullable().describe('Where the loudspeakers stand (WGS84), null when not set'),
+  lon: z.number().nullable(),
+  drillParticipant: z.boolean(),
   online: z.boolean(),
   onlineSince: z.string().nullable().describe('When the device last came online or went offline'),
   lastSeenAt: z.string().nullable(),

@@ -32,6 +32,9 @@ export function toDeviceView(row: DeviceRow): DeviceView {
     name: row.name,
     kind: row.kind,
     areaId: row.areaId,
+    lat: row.lat,
+    lon: row.lon,
+    drillParticipant: row.drillParticipant,
     online: row.online,
     onlineSince: row.onlineSince?.toISOString() ?? null,
     lastSeenAt: row.lastSeenAt?.toISOString() ?? null,
@@ -78,6 +81,9 @@ export class DevicesService {
       kind: input.kind,
       areaId: input.areaId,
       secretHash: hashSecret(secret),
+      lat: input.lat ?? null,
+      lon: input.lon ?? null,
+      drillParticipant: input.drillParticipant,
       createdAt: now,
       updatedAt: now,
     });
@@ -85,7 +91,14 @@ export class DevicesService {
       actor,
       'device.create',
       { type: 'device', id },
-      { name: input.name, kind: input.kind, areaId: input.areaId },
+      {
+        name: input.name,
+        kind: input.kind,
+        areaId: input.areaId,
+        lat: input.lat ?? null,
+        lon: input.lon ?? null,
+        drillParticipant: input.drillParticipant,
+      },
     );
     return { ...toDeviceView(this.repo.findById(id)!), credentials: credentialsFor(id, secret) };
   }
@@ -98,6 +111,7 @@ export class DevicesService {
       online: query.online,
       health: query.health,
       firmware: query.firmware,
+      drillParticipant: query.drillParticipant,
       silentSince: query.silentForS
         ? new Date(this.clock.now().getTime() - query.silentForS * 1000)
         : undefined,

@@ -1,15 +1,7 @@
 import { and, asc, count, eq, isNull, ne } from 'drizzle-orm';
-import type { Db } from '../../db/index.js';
+import { isUniqueViolation, type Db } from '../../db/index.js';
 import { apiTokens, areas, users, type UserRow } from '../../db/schema/index.js';
 import { inSubtree } from '../../lib/scope.js';
-
-/** better-sqlite3 reports constraint failures with a code; drizzle may wrap the error in its own. */
-function isUniqueViolation(err: unknown): boolean {
-  for (let e: unknown = err; e instanceof Error; e = e.cause) {
-    if ((e as { code?: unknown }).code === 'SQLITE_CONSTRAINT_UNIQUE') return true;
-  }
-  return false;
-}
 
 export class UsersRepository {
   constructor(private readonly db: Db) {}
