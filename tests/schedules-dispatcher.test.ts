@@ -481,6 +481,124 @@ describe('schedules: the durable dispatcher', () => {
     ).toEqual([{ actorId: null }]);
   });
 
+  it('does not resume over a play sent since, when the end of the priority play is reported late', async () => {
+    const schedule = await scheduleRelay();
+    let d = await online();
+    let seq = 0;
+    const log = async (commandId: string, sessionId: string, event: string, when: Date, reason?: string) => {
+      seq += 1;
+      await d.client.publishAsync(
+        topics.log(device.id),
+        JSON.stringify({
+          seq,
+          sessionId,
+          commandId,
+          event,
+          at: when.toISOString(),
+          ...(reason ? { reason } : {}),
+        }),
+        { qos: 1 },
+      );
+      const mine = seq;
+      await waitFor(
+        () =>
+          t.query(`SELECT 1 FROM playback_events WHERE device_id = '${device.id}' AND seq = ${mine}`).length,
+        `log entry ${mine} stored`,
+      );
+    };
+    const play = async (priority: string, url: string, durationMs: number) => {
+      const res = await request('POST', '/api/v1/commands', {
+        type: 'play',
+        priority,
+        targets: { deviceIds: [device.id] },
+        params: { source: { kind: 'media', url, sha256: 'ef'.repeat(32), durationMs } },
+      });
+      expect(res.statusCode, res.body).toBe(202);
+      return res.json<{ id: string }>().id;
+    };
+
+    at('06:00:00');
+    await waitFor(() => playsOf(d.received)[0], 'the scheduled play');
+    await log(schedule.commandId, schedule.sessionId, 'started', clock.now());
+    at('06:01:00');
+    const urgentId = await play('priority', 'https://media.loa.example/thong-bao-khan.mp3', 30_000);
+    const urgent = await waitFor(() => playsOf(d.received).find((p) => p.id === urgentId), 'urgent');
+    await log(schedule.commandId, schedule.sessionId, 'interrupted', clock.now(), 'preempted');
+    await log(urgent.id, urgent.params.sessionId, 'started', clock.now());
+
+    // The link drops; the bulletin ends while the device is away, and an operator sends a new play.
+    await offline(d.client);
+    at('06:01:40');
+    const newerId = await play('normal', 'https://media.loa.example/loa-moi-hop-thon-dong.mp3', 120_000);
+    d = await online();
+    await waitFor(() => playsOf(d.received).find((p) => p.id === newerId), 'the newer play');
+    // Only now does its offline log tell of the bulletin's end, at 06:01:30.
+    await log(urgent.id, urgent.params.sessionId, 'finished', local('06:01:30'));
+    await barrier(d);
+    expect(playsOf(d.received).map((p) => p.id)).toEqual([newerId]);
+    expect(t.query(`SELECT 1 FROM audit_log WHERE action = 'schedule.resume_play'`)).toEqual([]);
+  });
+
+  it('does not resume an occurrence whose schedule was paused while the priority play ran', async () => {
+    const schedule = await scheduleRelay();
+    const d = await online();
+    let seq = 0;
+    const log = async (commandId: string, sessionId: string, event: string, reason?: string) => {
+      seq += 1;
+      await d.client.publishAsync(
+        topics.log(device.id),
+        JSON.stringify({
+          seq,
+          sessionId,
+          commandId,
+          event,
+          at: clock.now().toISOString(),
+          ...(reason ? { reason } : {}),
+        }),
+        { qos: 1 },
+      );
+      const mine = seq;
+      await waitFor(
+        () =>
+          t.query(`SELECT 1 FROM playback_events WHERE device_id = '${device.id}' AND seq = ${mine}`).length,
+        `log entry ${mine} stored`,
+      );
+    };
+
+    at('06:00:00');
+    await waitFor(() => playsOf(d.received)[0], 'the scheduled play');
+    await log(schedule.commandId, schedule.sessionId, 'started');
+    at('06:01:00');
+    const res = await request('POST', '/api/v1/commands', {
+      type: 'play',
+      priority: 'priority',
+      targets: { deviceIds: [device.id] },
+      params: {
+        source: {
+          kind: 'media',
+          url: 'https://media.loa.example/thong-bao-khan.mp3',
+          sha256: 'ef'.repeat(32),
+          durationMs: 30_000,
+        },
+      },
+    });
+    expect(res.statusCode, res.body).toBe(202);
+    const urgent = await waitFor(() => playsOf(d.received).find((p) => p.priority === 'priority'), 'urgent');
+    await log(schedule.commandId, schedule.sessionId, 'interrupted', 'preempted');
+    await log(urgent.id, urgent.params.sessionId, 'started');
+
+    // Paused meanwhile: its stop reaches a device that is not playing it, so the device logs nothing of it.
+    at('06:01:10');
+    expect((await request('POST', `/api/v1/schedules/${schedule.id}/pause`, {})).statusCode).toBe(200);
+    await waitFor(() => d.received.find((c) => c.type === 'stop'), 'the stop');
+
+    at('06:01:30');
+    await log(urgent.id, urgent.params.sessionId, 'finished');
+    await barrier(d);
+    expect(playsOf(d.received).map((p) => p.id)).toEqual([schedule.commandId, urgent.id]);
+    expect(t.query(`SELECT 1 FROM audit_log WHERE action = 'schedule.resume_play'`)).toEqual([]);
+  });
+
   it('cancels the occurrences of a paused schedule, and sends nothing for a deleted one', async () => {
     const paused = await scheduleRelay();
     expect((await request('POST', `/api/v1/schedules/${paused.id}/pause`, {})).statusCode).toBe(200);
@@ -556,6 +674,28 @@ describe('schedules: the durable dispatcher', () => {
     expect(playsOf(d.received).map((p) => p.id)).toEqual([schedule.commandId]);
   });
 
+  it('a play prepared ahead is neither listed nor shown as a command before the instant it goes out', async () => {
+    const schedule = await scheduleRelay();
+    const listed = async () =>
+      (await request('GET', '/api/v1/commands')).json<{ items: { id: string; createdAt: string }[] }>().items;
+    at('05:59:56');
+    expect(occurrences(schedule.id)).toMatchObject([{ status: 'dispatched', commandId: schedule.commandId }]);
+    expect((await listed()).map((c) => c.id)).not.toContain(schedule.commandId);
+    expect((await request('GET', `/api/v1/commands/${schedule.commandId}`)).statusCode).toBe(404);
+
+    at('06:00:00');
+    expect((await listed()).find((c) => c.id === schedule.commandId)).toMatchObject({
+      createdAt: SLOT.toISOString(),
+    });
+    const detail = await request('GET', `/api/v1/commands/${schedule.commandId}`);
+    expect(detail.statusCode, detail.body).toBe(200);
+    expect(detail.json()).toMatchObject({
+      id: schedule.commandId,
+      createdAt: SLOT.toISOString(),
+      targets: 1,
+    });
+  });
+
   it('deleting in the seconds after the prepare withdraws the play; pausing once it is out stops it', async () => {
     const d = await online();
     const withdrawn = await scheduleRelay();
@@ -583,6 +723,27 @@ describe('schedules: the durable dispatcher', () => {
     expect((await request('POST', `/api/v1/schedules/${later.id}/pause`, {})).statusCode).toBe(200);
     const stop = await waitFor(() => d.received.find((c) => c.type === 'stop'), 'the stop');
     expect(stop).toMatchObject({ priority: 'normal', params: { sessionId: laterIds.sessionId } });
+  });
+
+  it('deleted at the very instant it is due, before its publish timer fired: the play goes out before the stop', async () => {
+    const d = await online();
+    const schedule = await scheduleRelay();
+    const [admin] = t.query(`SELECT id FROM users WHERE username = 'admin'`) as { id: string }[];
+    const actor = { id: admin!.id, username: 'admin', role: 'admin' as const, areaId: null, areaPath: null };
+    // Armed before the dispatcher arms its publish timer for the same instant, so it runs first: a request
+    // handled in the turn of the event loop where the slot begins, before the timers phase.
+    clock.setTimeout(
+      () => app.services.schedules.delete(actor, schedule.id),
+      SLOT.getTime() - clock.now().getTime(),
+    );
+    at('06:00:01');
+    const stop = await waitFor(() => d.received.find((c) => c.type === 'stop'), 'the stop');
+    expect(stop).toMatchObject({ params: { sessionId: schedule.sessionId } });
+    await barrier(d);
+    // Whatever the device was sent of it, the stop comes last: nothing of a deleted schedule keeps playing.
+    const types = d.received.map((c) => c.type);
+    expect(types.lastIndexOf('stop')).toBeGreaterThan(types.lastIndexOf('play'));
+    expect(types.filter((x) => x === 'play')).toHaveLength(1);
   });
 
   it('a play prepared for later neither replaces nor hides the one running when a device reconnects', async () => {
@@ -646,6 +807,33 @@ describe('schedules: the durable dispatcher', () => {
     expect(t.query(`SELECT count(*) AS n FROM audit_log WHERE action = 'schedule.dispatch'`)).toEqual([
       { n: 1 },
     ]);
+  });
+
+  it('after a restart whose reload of the prepared plays fails until past their time, they still go out, once', async () => {
+    const schedule = await scheduleRelay();
+    at('05:59:57');
+    expect(occurrences(schedule.id)).toMatchObject([{ status: 'dispatched', commandId: schedule.commandId }]);
+    await restart('05:59:58');
+    // This run's dispatcher starts on a database that cannot be read for the moment.
+    const outsider = new RefusedWrites(t.dataDir);
+    faults.push(outsider);
+    app.services.dispatcher.stop();
+    outsider.db.exec('ALTER TABLE schedule_occurrences RENAME TO schedule_occurrences_away');
+    app.services.dispatcher.start();
+    expect(logged('cannot read the prepared occurrences; will try again')).toHaveLength(1);
+    outsider.db.exec('ALTER TABLE schedule_occurrences_away RENAME TO schedule_occurrences');
+
+    // The device subscribes before the instant, so it is not sent the play then: the publish must reach it.
+    const back = await online();
+    await barrier(back);
+    expect(playsOf(back.received)).toEqual([]);
+    at('06:00:10');
+    const play = await waitFor(() => playsOf(back.received)[0], 'the play');
+    expect(play).toMatchObject({ id: schedule.commandId, params: { sessionId: schedule.sessionId } });
+    at('06:01:00');
+    await barrier(back);
+    expect(playsOf(back.received).map((p) => p.id)).toEqual([schedule.commandId]);
+    expect(t.query(`SELECT count(*) AS n FROM commands WHERE type = 'play'`)).toEqual([{ n: 1 }]);
   });
 
   it('one broken occurrence does not hold back the others of its batch, and goes out once repaired', async () => {

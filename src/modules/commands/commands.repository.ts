@@ -416,8 +416,12 @@ export class CommandsRepository {
       .all();
   }
 
-  /** Recent commands the actor created or that reached their area (all of them when pathPrefix is null). */
-  list(filter: { actorId: string; pathPrefix: string | null; limit: number; offset: number }) {
+  /**
+   * Recent commands the actor created or that reached their area (all of them when pathPrefix is null),
+   * issued by `now`: a play prepared ahead (CommandsService.preparePlay) is listed from the instant it goes
+   * out, not as a command "created" in the future.
+   */
+  list(filter: { actorId: string; pathPrefix: string | null; now: Date; limit: number; offset: number }) {
     const visible =
       filter.pathPrefix === null
         ? undefined
@@ -438,7 +442,7 @@ export class CommandsRepository {
       .select({ command: commands, username: users.username })
       .from(commands)
       .leftJoin(users, eq(commands.createdBy, users.id))
-      .where(visible)
+      .where(and(lte(commands.createdAt, filter.now), visible))
       .orderBy(desc(commands.createdAt), desc(commands.id))
       .limit(filter.limit)
       .offset(filter.offset)

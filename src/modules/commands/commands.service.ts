@@ -551,6 +551,40 @@ export class CommandsService {
     });
   }
 
+  /**
+   * Whether resuming the session `sessionId` on the device, after the play `endedId` has ended there, would
+   * undo what was sent since (a resume is the server's decision; these were someone's):
+   *
+   * - another play after `endedId` that the device did not refuse or fail: it plays that one now (the end
+   *   of `endedId` was reported late, from the device's offline log);
+   * - a stop of that session after its play `sessionCommandId` (the schedule paused or deleted, or an
+   *   operator stopping it, while the higher play ran): the device had nothing of it to stop then.
+   */
+  resumeOverridden(deviceId: string, endedId: string, sessionId: string, sessionCommandId: string): boolean {
+    // A refusal still queued for the database must count as one.
+    this.ackWriter.flush();
+    const ended = this.repo.findById(endedId)?.command;
+    const original = this.repo.findById(sessionCommandId)?.command;
+    if (!ended || !original) return false;
+    const from = Math.min(ended.createdAt.getTime(), original.createdAt.getTime());
+    const since = this.repo.commandsSince(deviceId, new Date(from), this.clock.now());
+    const after = (id: string) => {
+      const self = since.find((c) => c.command.id === id);
+      return self === undefined
+        ? () => false
+        : (c: DeviceCommand) =>
+            c.command.createdAt.getTime() > self.command.createdAt.getTime() ||
+            (c.command.createdAt.getTime() === self.command.createdAt.getTime() && c.seq > self.seq);
+    };
+    const afterEnded = after(endedId);
+    const afterOriginal = after(sessionCommandId);
+    return since.some((c) => {
+      const wire = toWire(c.command);
+      if (wire.type === 'play') return c.command.id !== endedId && afterEnded(c);
+      return wire.type === 'stop' && wire.params.sessionId === sessionId && afterOriginal(c);
+    });
+  }
+
   /** A command by id, whoever sent it (no scope: for the server's own decisions, such as resumes). */
   findCommand(id: string): CommandRow | undefined {
     return this.repo.findById(id)?.command;
@@ -690,7 +724,8 @@ export class CommandsService {
 
   get(actor: Actor, id: string, status?: DeliveryStatus): CommandDetail {
     const found = this.repo.findById(id);
-    if (!found) throw notFound('Command');
+    // A play prepared ahead does not exist for anyone before the instant it goes out (see preparePlay).
+    if (!found || found.command.createdAt.getTime() > this.clock.now().getTime()) throw notFound('Command');
     const { command, username } = found;
     const visible =
       actor.areaPath === null ||
@@ -719,7 +754,12 @@ export class CommandsService {
   }
 
   list(actor: Actor, query: { limit: number; offset: number }) {
-    const rows = this.repo.list({ actorId: actor.id, pathPrefix: actor.areaPath, ...query });
+    const rows = this.repo.list({
+      actorId: actor.id,
+      pathPrefix: actor.areaPath,
+      now: this.clock.now(),
+      ...query,
+    });
     return { items: rows.map((r) => summary(r.command, r.username)), ...query };
   }
 }

@@ -19,7 +19,9 @@
  * it from the publish. The timer is not the truth either:
  *
  * - the server dies between the commit and the publish time: the restarted dispatcher finds the plays
- *   created for an instant still ahead (CommandsService.unpublished) and publishes them at their time;
+ *   created for an instant still ahead (CommandsService.unpublished) and publishes them at their time
+ *   (late, if reading them fails until after it: those created after the restart, and it prepares
+ *   nothing new before it has read them);
  * - it is down at the publish time: the deliveries are in the database, and devices, which reconnect
  *   after a server restart, are sent the play by CommandsService.deliverPending at the position the
  *   broadcast has reached (resendPayload).
@@ -262,7 +264,13 @@ export interface DispatcherDeps {
   repo: DispatcherRepository;
   commands: Pick<
     CommandsService,
-    'dispatchPlay' | 'findCommand' | 'preparePlay' | 'publishPrepared' | 'unpublished' | 'withdrawPrepared'
+    | 'dispatchPlay'
+    | 'findCommand'
+    | 'preparePlay'
+    | 'publishPrepared'
+    | 'resumeOverridden'
+    | 'unpublished'
+    | 'withdrawPrepared'
   >;
   programmes: Pick<ProgrammesService, 'playSource'>;
   playback: DispatcherPlayback;
@@ -364,6 +372,11 @@ export class Dispatcher {
   private readonly waitingIds = new Set<string>();
   /** The prepared plays a previous run left unpublished are still to be re-armed (start, or a failed try). */
   private reloadPending = false;
+  /**
+   * When this run started: a play created for a later instant was prepared by a previous run and not
+   * published by it (it had stopped or died by then), even when the reload comes after that instant.
+   */
+  private startedAt: Date | null = null;
   private readonly ranks = new Map<string, number | null>();
 
   constructor(private readonly deps: DispatcherDeps) {}
@@ -375,6 +388,7 @@ export class Dispatcher {
   start(): void {
     this.running = true;
     this.reloadPending = true;
+    this.startedAt = this.deps.clock.now();
     this.fire();
   }
 
@@ -385,6 +399,10 @@ export class Dispatcher {
    */
   withdraw(scheduleId: string, reason: string): number {
     const { repo, commands, playback, clock } = this.deps;
+    // A play whose instant has come but whose timer has not fired yet (a handler ran first in this turn of
+    // the event loop) is issued already (createdAt ≤ now): it is not withdrawn below but stopped by the
+    // caller. Published now, so that it reaches the devices BEFORE that stop, not after it.
+    this.publishOverdue();
     const rows = repo.unpublishedOf(scheduleId, clock.now());
     if (rows.length === 0) return 0;
     const withdrawn = repo.transaction(() => {
@@ -413,6 +431,18 @@ export class Dispatcher {
     }
     for (const id of withdrawn) this.waitingIds.delete(id);
     return withdrawn.size;
+  }
+
+  /** Publishes at once the waiting plays whose instant has come (their timers have not fired yet). */
+  private publishOverdue(): void {
+    const now = this.deps.clock.now().getTime();
+    for (const [at, group] of [...this.waiting].sort(([x], [y]) => x - y)) {
+      if (at > now) continue;
+      this.deps.clock.clearTimeout(group.timer);
+      this.waiting.delete(at);
+      for (const item of group.items) this.waitingIds.delete(item.play.id);
+      this.publish(group.items);
+    }
   }
 
   stop(): void {
@@ -456,6 +486,9 @@ export class Dispatcher {
   private fire(): void {
     this.timer = null;
     if (this.reloadPending) this.reload();
+    // Nothing is prepared before the reload has succeeded: a play prepared by this run would be taken for
+    // one left by the previous run, and published twice.
+    if (this.reloadPending) return this.arm(RETRY_MS);
     const publishIn = this.nextPublishIn();
     if (publishIn !== undefined && publishIn < PUBLISH_GUARD_MS) return this.arm(publishIn + 1);
     let more = false;
@@ -484,10 +517,13 @@ export class Dispatcher {
   /** Re-arms the publish of plays prepared by a previous run (it stopped or died before their time). */
   private reload(): void {
     try {
-      const plays = this.deps.commands.unpublished(this.deps.clock.now());
+      // Since the start, not since now: a reload that failed until after a play's instant still publishes
+      // it (late), for the devices that subscribed before that instant and were not sent it then.
+      const plays = this.deps.commands.unpublished(this.startedAt ?? this.deps.clock.now());
+      // Done only once every read has succeeded: a failure below must be tried again too.
+      const occurrences = this.deps.repo.byCommands(plays.map((p) => p.id));
       this.reloadPending = false;
       if (plays.length === 0) return;
-      const occurrences = this.deps.repo.byCommands(plays.map((p) => p.id));
       const items: Waiting[] = [];
       for (const play of plays) {
         const occ = occurrences.get(play.id);
@@ -498,7 +534,7 @@ export class Dispatcher {
       this.deps.log.info({ plays: items.length }, 'prepared occurrences re-armed after a restart');
       this.schedulePublish(items);
     } catch (err) {
-      this.roundFailed = true; // retried with the round, RETRY_MS later
+      // fire() tries again RETRY_MS later, and prepares nothing until then.
       this.deps.log.error({ err }, 'cannot read the prepared occurrences; will try again');
     }
   }
@@ -862,6 +898,9 @@ export class Dispatcher {
     const now = clock.now();
     const session = playback.resumable(deviceId, now).find((s) => priorityRank(s.priority) < rank);
     if (!session) return;
+    // Not over what was sent since: a play the device plays now (this end was reported late, from its
+    // offline log), or a stop of the session itself (paused, deleted, stopped by hand meanwhile).
+    if (commands.resumeOverridden(deviceId, entry.commandId, session.sessionId, session.commandId)) return;
     const original = commands.findCommand(session.commandId);
     const occ = this.deps.repo.occurrence(session.occurrenceId);
     if (!original || original.type !== 'play' || !occ) return;
