@@ -29,6 +29,7 @@ interface RecordView {
   scheduleId: string | null;
   programme: { title: string | null } | null;
   joinedAtMs: number | null;
+  startedAt: string | null;
   outcome: string;
   reason: string | null;
 }
@@ -189,6 +190,13 @@ describe('schedules end to end, with the server process and simulated loudspeake
       'both devices to be playing the occurrence',
       20_000,
     );
+    // Mid-slot, once the server has recorded both starts: what is tested here is rejoining and counting once,
+    // not a device log entry caught in flight by the crash.
+    await waitFor(
+      async () => (await records(scheduleId)).filter((r) => r.startedAt !== null).length === devices.length,
+      'the server to record both starts',
+      20_000,
+    );
     const keeper = simOf(keeps.id);
     if (!keeper) throw new Error('no simulated device');
     const duplicatesBefore = keeper.counters.duplicateCommands;
@@ -239,14 +247,18 @@ describe('schedules end to end, with the server process and simulated loudspeake
 
     // One record per device for the occurrence, opened by its one command; the device that played it
     // through is `played` at once, the rebooted one stays open until the slot's grace has passed.
+    let seen: RecordView[] = [];
     const played = await waitFor(
       async () => {
-        const items = await records(scheduleId);
-        return items.find((r) => r.device.id === keeps.id)?.outcome === 'played' ? items : null;
+        seen = await records(scheduleId);
+        return seen.find((r) => r.device.id === keeps.id)?.outcome === 'played' ? seen : null;
       },
       'the record of the device that kept playing to close as played',
       20_000,
-    );
+    ).catch((err: unknown) => {
+      // Say what the log held instead, so a failure on a loaded machine can be read.
+      throw new Error(`${(err as Error).message}; records: ${JSON.stringify(seen)}`, { cause: err });
+    });
     expect(played).toHaveLength(2);
     expect(played.map((r) => r.device.id).sort()).toEqual([keeps.id, reboots.id].sort());
     expect(new Set(played.map((r) => r.sessionId)).size).toBe(1);
