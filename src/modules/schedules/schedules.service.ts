@@ -252,7 +252,7 @@ export class SchedulesService {
           now,
         });
       }
-      this.repo.update(id, {
+      const fields = {
         programmeId: programme.id,
         priority,
         targets,
@@ -261,6 +261,9 @@ export class SchedulesService {
         volume,
         durationS,
         note,
+      };
+      this.repo.update(id, {
+        ...fields,
         deviceCount: deviceIds.length,
         updatedAt: now,
         ...(replan ? { plannedUntil: plannedUntil(params, horizon) } : {}),
@@ -272,16 +275,7 @@ export class SchedulesService {
         'schedule.update',
         { type: 'schedule', id },
         {
-          changes: changesOf(schedule, {
-            programmeId: programme.id,
-            priority,
-            targets,
-            timing,
-            exceptDates,
-            volume,
-            durationS,
-            note,
-          }),
+          changes: changesOf(schedule, fields),
           replanned: replan,
           ...(input.onConflict && outcome
             ? { onConflict: input.onConflict, resolutions: outcome.resolutions }
