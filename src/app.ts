@@ -32,6 +32,8 @@ import commandsModule from './modules/commands/commands.module.js';
 import commandsRoutes from './modules/commands/commands.routes.js';
 import devicesModule from './modules/devices/devices.module.js';
 import devicesRoutes from './modules/devices/devices.routes.js';
+import emergenciesModule from './modules/emergencies/emergencies.module.js';
+import emergenciesRoutes from './modules/emergencies/emergencies.routes.js';
 import healthModule from './modules/health/health.module.js';
 import healthRoutes from './modules/health/health.routes.js';
 import mediaModule from './modules/media/media.module.js';
@@ -98,6 +100,7 @@ const MODULES = [
   programmesModule,
   dispatcherModule,
   schedulesModule,
+  emergenciesModule,
   deviceGatewayModule,
 ];
 
@@ -198,6 +201,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       await api.register(calendarRoutes, { clock });
       await api.register(ttsRoutes);
       await api.register(playbackRoutes);
+      await api.register(emergenciesRoutes);
     },
     { prefix: '/api/v1' },
   );

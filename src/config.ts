@@ -116,6 +116,11 @@ const envSchema = z.object({
   FFPROBE_PATH: z.string().min(1).optional(),
   ESPEAK_NG_PATH: z.string().min(1).optional(),
   TTS_COMMAND: z.string().min(1).optional(),
+  // Emergencies (docs/emergency.md)
+  EMERGENCY_ATTENTION_MEDIA_ID: z
+    .string()
+    .regex(/^med_[0-9a-z]{20}$/, 'must be a media id such as med_…')
+    .optional(),
   // The relay probe never reaches loopback or private addresses unless this allows it (docs/programmes.md).
   RELAY_PROBE_PRIVATE_NETWORKS: flag.default(false),
 });
@@ -161,6 +166,10 @@ export interface Config {
     command: string | undefined;
     /** eSpeak NG binary to use instead of looking for Debian's; the bundled WebAssembly build otherwise. */
     espeakPath: string | undefined;
+  };
+  emergencies: {
+    /** A media item played as the attention signal instead of the built-in 853/960 Hz tone. */
+    attentionMediaId: string | undefined;
   };
   alerts: {
     offlineAfterMs: number;
@@ -268,6 +277,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     relayProbePrivateNetworks: e.RELAY_PROBE_PRIVATE_NETWORKS,
     tts: { command: e.TTS_COMMAND, espeakPath: e.ESPEAK_NG_PATH },
+    emergencies: { attentionMediaId: e.EMERGENCY_ATTENTION_MEDIA_ID },
     alerts: {
       offlineAfterMs: e.ALERT_OFFLINE_AFTER_S * 1000,
       degradedAfterMs: e.ALERT_DEGRADED_AFTER_S * 1000,

@@ -27,6 +27,7 @@ export const ERROR_CATALOGUE = {
   unsupported_media_type: { status: 415, title: 'Unsupported content type' },
   audio_undecodable: { status: 422, title: 'The audio could not be decoded' },
   audio_too_long: { status: 422, title: 'The audio is longer than allowed' },
+  no_target_devices: { status: 422, title: 'No loudspeaker matches the targets' },
   too_many_requests: { status: 429, title: 'Too many requests' },
   headers_too_large: { status: 431, title: 'The request line and headers are too large' },
   internal: { status: 500, title: 'Internal server error' },

@@ -295,14 +295,16 @@ describe('playback log', () => {
       expect([...res.rawPayload.subarray(0, 3)]).toEqual([0xef, 0xbb, 0xbf]);
       const lines = res.rawPayload.subarray(3).toString('utf8').trim().split('\n');
       expect(lines[0]).toBe(
-        'Thời điểm phát,Hết khung giờ,Thiết bị,Mã thiết bị,Khu vực,Chương trình,Mã chương trình,Mã lịch phát,' +
-          'Mức ưu tiên,Đã gửi lúc,Đã nhận lúc,Bắt đầu phát lúc,Kết thúc phát lúc,Thời lượng (giây),' +
+        'Thời điểm phát,Hết khung giờ,Thiết bị,Mã thiết bị,Khu vực,Loại phát,Chương trình,Mã chương trình,' +
+          'Mã lịch phát,Mã tin khẩn cấp,Diễn tập,Mức ưu tiên,Đã gửi lúc,Đã nhận lúc,Bắt đầu phát lúc,' +
+          'Kết thúc phát lúc,Thời lượng (giây),' +
           'Đã phát (giây),Vào muộn (giây),Số lần bị ngắt,Kết quả,Mã kết quả,Lý do',
       );
       expect(lines).toHaveLength(2);
       expect(lines[1]).toBe(
-        `2026-12-01T07:00:00+07:00,2026-12-01T07:05:00+07:00,Cụm loa chợ Đông,${device.id},Thôn Đông,` +
-          `${title},${programme.id},,normal,2026-12-01T07:00:00+07:00,,2026-12-01T07:00:00+07:00,,,0,0,0,` +
+        `2026-12-01T07:00:00+07:00,2026-12-01T07:05:00+07:00,Cụm loa chợ Đông,${device.id},Thôn Đông,Thường,` +
+          `${title},${programme.id},,,Không,normal,2026-12-01T07:00:00+07:00,,` +
+          `2026-12-01T07:00:00+07:00,,,0,0,0,` +
           'Đang chờ,pending,',
       );
     }

@@ -8,7 +8,7 @@ const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
  * what kind of thing an id names. Device ids are 24 characters, longer than MQTT 3.1.1's 23-character
  * guarantee, so the broker is configured to accept them (maxClientsIdLength).
  */
-export type IdPrefix = 'ar' | 'usr' | 'dev' | 'cmd' | 'ses' | 'med' | 'prg' | 'rev' | 'sch';
+export type IdPrefix = 'ar' | 'usr' | 'dev' | 'cmd' | 'ses' | 'med' | 'prg' | 'rev' | 'sch' | 'emg' | 'wsrc';
 
 export function newId(prefix: IdPrefix): string {
   return encode(prefix, randomBytes(20));

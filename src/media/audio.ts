@@ -95,6 +95,11 @@ export class Audio {
     private readonly settings: AudioSettings,
   ) {}
 
+  /** The ffmpeg binary, for the few callers that generate audio rather than convert it (emergency tones). */
+  get ffmpegPath(): string {
+    return this.tools.ffmpeg;
+  }
+
   async inspect(file: string): Promise<AudioInfo> {
     const head = await readHead(file, 4096);
     if (head.length === 0) throw new AppError('unsupported_media_type', 'not audio: the file is empty');

@@ -12,6 +12,8 @@ import type { AuditService } from './audit/audit.service.js';
 import type { AuthService } from './auth/auth.service.js';
 import type { CommandsService } from './commands/commands.service.js';
 import type { DevicesService } from './devices/devices.service.js';
+import type { EmergenciesService } from './emergencies/emergencies.service.js';
+import type { EmergencyEvents } from './emergencies/events.js';
 import type { Dispatcher } from './schedules/dispatcher.js';
 import type { HealthService } from './health/health.service.js';
 import type { MediaService } from './media/media.service.js';
@@ -36,6 +38,8 @@ export interface Services {
   programmes: ProgrammesService;
   schedules: SchedulesService;
   dispatcher: Dispatcher;
+  emergencies: EmergenciesService;
+  emergencyEvents: EmergencyEvents;
 }
 
 declare module 'fastify' {

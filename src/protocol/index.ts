@@ -112,7 +112,13 @@ export const playParamsSchema = z.object({
    */
   startAt: isoDateTime.optional(),
   volume: volumeLevel.optional(),
+  /** Plays in all (1 when absent): the content is played this many times. */
   repeat: z.number().int().min(1).optional(),
+  /**
+   * Optional (added in v1 for emergencies): silence between two plays of a repeat, in ms (0 when absent).
+   * A device without it plays the repeats back to back.
+   */
+  repeatGapMs: z.number().int().min(0).max(3_600_000).optional(),
 });
 export const stopParamsSchema = z.object({ sessionId: idString.optional() });
 export const volumeParamsSchema = z.object({ level: volumeLevel });

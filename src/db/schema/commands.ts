@@ -33,8 +33,18 @@ export const commands = sqliteTable(
      */
     programmeId: text('programme_id'),
     programmeRevisionId: text('programme_revision_id'),
+    /**
+     * The emergency a play or stop belongs to (src/modules/emergencies). Its plays are heard whole: a
+     * device that comes back before the expiry plays the message from the start, not from where the others
+     * are (CommandsService.resendPayload).
+     */
+    emergencyId: text('emergency_id'),
   },
-  (t) => [index('commands_created_idx').on(t.createdAt), index('commands_programme_idx').on(t.programmeId)],
+  (t) => [
+    index('commands_created_idx').on(t.createdAt),
+    index('commands_programme_idx').on(t.programmeId),
+    index('commands_emergency_idx').on(t.emergencyId),
+  ],
 );
 
 /**

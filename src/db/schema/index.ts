@@ -6,3 +6,4 @@ export * from './audit.js';
 export * from './health.js';
 export * from './programmes.js';
 export * from './schedules.js';
+export * from './emergencies.js';

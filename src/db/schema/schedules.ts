@@ -179,6 +179,9 @@ export const playbackLog = sqliteTable(
     programmeId: text('programme_id'),
     programmeRevisionId: text('programme_revision_id'),
     programmeTitle: text('programme_title'),
+    /** The emergency a session aired (its title is in programmeTitle, its exercise flag here too). */
+    emergencyId: text('emergency_id'),
+    exercise: integer('exercise', { mode: 'boolean' }).notNull().default(false),
     priority: text('priority', { enum: ['normal', 'priority', 'emergency'] }).notNull(),
     /** Slot start (schedules) or when the command was sent (manual plays). */
     dueAt: integer('due_at', { mode: 'timestamp_ms' }).notNull(),

@@ -7,6 +7,7 @@ import {
   programmes,
   scheduleTargets,
   users,
+  warningSources,
   type AreaRow,
 } from '../../db/schema/index.js';
 import { inSubtree } from '../../lib/scope.js';
@@ -65,6 +66,7 @@ export class AreasRepository {
     users: number;
     programmes: number;
     media: number;
+    warningSources: number;
   } {
     const one = (q: { c: number } | undefined) => q?.c ?? 0;
     return {
@@ -74,6 +76,11 @@ export class AreasRepository {
       // Deleted programmes too: they are kept for the record of what aired, and still name the area.
       programmes: one(this.db.select({ c: count() }).from(programmes).where(eq(programmes.areaId, id)).get()),
       media: one(this.db.select({ c: count() }).from(media).where(eq(media.areaId, id)).get()),
+      // Revoked ones too: the key's row stays for the record (who sent which alert) and its foreign key
+      // still names the area.
+      warningSources: one(
+        this.db.select({ c: count() }).from(warningSources).where(eq(warningSources.areaId, id)).get(),
+      ),
     };
   }
 

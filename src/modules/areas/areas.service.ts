@@ -205,11 +205,12 @@ export class AreasService {
   delete(actor: Actor, id: string): void {
     const area = this.requireOwnedBelow(actor, id);
     const deps = this.repo.dependents(id);
-    if (deps.children + deps.devices + deps.users + deps.programmes + deps.media > 0) {
+    if (deps.children + deps.devices + deps.users + deps.programmes + deps.media + deps.warningSources > 0) {
       throw new AppError(
         'area_not_empty',
         `"${area.name}" still has ${deps.children} sub-area(s), ${deps.devices} device(s), ${deps.users} user(s), ` +
-          `${deps.programmes} programme(s) and ${deps.media} media item(s)`,
+          `${deps.programmes} programme(s), ${deps.media} media item(s) and ${deps.warningSources} warning ` +
+          `source(s)`,
       );
     }
     this.repo.delete(id);

@@ -35,6 +35,9 @@ export type AuditAction =
   | 'tts.abbreviation_set'
   | 'tts.abbreviation_delete'
   | 'alert.acknowledged'
+  | 'emergency.send'
+  | 'emergency.update'
+  | 'emergency.cancel'
   | 'schedule.create'
   | 'schedule.update'
   | 'schedule.delete'
@@ -44,7 +47,11 @@ export type AuditAction =
   | 'schedule.replan'
   /** The server sent a schedule's occurrence (actor null), or resumed one after pre-emption. */
   | 'schedule.dispatch'
-  | 'schedule.resume_play';
+  | 'schedule.resume_play'
+  | 'warning_source.create'
+  | 'warning_source.revoke'
+  /** A CAP document posted to /emergencies/cap: its identifier and what came of it (played or not, refused). */
+  | 'cap.ingest';
 
 export class AuditService {
   constructor(

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, exists, gt, gte, inArray, lte, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, exists, gt, gte, inArray, isNotNull, lte, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import {
   areas,
@@ -339,6 +339,43 @@ export class CommandsRepository {
           )
           .run();
       }
+    });
+  }
+
+  /**
+   * Deliveries of a command sent but never answered, not even `received`: the devices an emergency re-sends
+   * to (src/modules/emergencies), with when each was last sent.
+   */
+  unacknowledged(commandId: string): { deviceId: string; sentAt: Date }[] {
+    return this.db
+      .select({ deviceId: commandDeliveries.deviceId, sentAt: commandDeliveries.sentAt })
+      .from(commandDeliveries)
+      .where(
+        and(
+          eq(commandDeliveries.commandId, commandId),
+          eq(commandDeliveries.status, 'pending'),
+          isNotNull(commandDeliveries.sentAt),
+        ),
+      )
+      .all() as { deviceId: string; sentAt: Date }[];
+  }
+
+  /**
+   * A later expiry for a command and its deliveries still open, with its new parameters (a play's download
+   * link must last as long): an emergency extended while it runs.
+   */
+  extendExpiry(commandId: string, expiresAt: Date, params: unknown): void {
+    this.db.transaction((tx) => {
+      tx.update(commands).set({ expiresAt, params }).where(eq(commands.id, commandId)).run();
+      tx.update(commandDeliveries)
+        .set({ expiresAt })
+        .where(
+          and(
+            eq(commandDeliveries.commandId, commandId),
+            inArray(commandDeliveries.status, ['pending', 'received', 'done']),
+          ),
+        )
+        .run();
     });
   }
 

@@ -65,12 +65,22 @@ export interface DispatchPlayInput {
   priority: Priority;
   source: PlaySource;
   volume?: number;
-  /** When the device should be at `offsetMs`: the slot start, or now for a late join or a resume. */
-  startAt: Date;
+  /**
+   * When the device should be at `offsetMs`: the slot start, or now for a late join or a resume. Absent:
+   * play on receipt, from the start (an emergency: no device may skip the attention signal).
+   */
+  startAt?: Date;
   offsetMs?: number;
+  /** Plays in all, and the silence between two (an emergency's repeats). */
+  repeat?: number;
+  repeatGapMs?: number;
   expiresAt: Date;
   programmeId: string | null;
   programmeRevisionId: string | null;
+  /** The emergency it airs: heard whole on re-sends (resendPayload), labelled in the playback log. */
+  emergency?: { id: string; title: string; exercise: boolean };
+  /** The user who sent it (an emergency's sender); null for the server's own plays. */
+  createdBy?: string | null;
   /** null for a resume: it continues the record its session already has. */
   playbackRecord: {
     dueAt: Date;
@@ -158,9 +168,10 @@ export function toWire(row: CommandRow): Command {
  * - A play whose content (duration × repeats) has ended is not sent at all. A stream without a duration has
  *   no position to join at and no end, so it goes out as it was.
  */
-export function resendPayload(row: CommandRow, now: Date): Command | 'ended' {
+export function resendPayload(row: CommandRow, now: Date, answered = false): Command | 'ended' {
   const wire = toWire(row);
   if (wire.type !== 'play') return wire;
+  if (row.emergencyId !== null) return emergencyResend(wire, row.createdAt, now, answered);
   const { source, repeat, offsetMs, startAt } = wire.params;
   if (source.durationMs === undefined) return wire;
   const clockStart = startAt === undefined ? row.createdAt.getTime() : Date.parse(startAt);
@@ -175,6 +186,29 @@ export function resendPayload(row: CommandRow, now: Date): Command | 'ended' {
       ...(startAt === undefined ? {} : { startAt: now.toISOString() }),
     },
   };
+}
+
+/**
+ * An emergency is heard whole: a device that comes back before the expiry and never played it plays the
+ * message from the start (joining a warning mid-sentence tells nobody anything), with the repeats still
+ * due: those whose start is still ahead, plus the one under way. Past the last repeat it still plays once.
+ * A device that answered `done` (it played, then rebooted or lost its link) is sent it again only while
+ * the repeats run: one that played it in full does not sound the warning a second time.
+ */
+function emergencyResend(
+  wire: Extract<Command, { type: 'play' }>,
+  createdAt: Date,
+  now: Date,
+  answered: boolean,
+): Command | 'ended' {
+  const { source, repeat = 1, repeatGapMs = 0 } = wire.params;
+  const { offsetMs: _offset, startAt: _startAt, ...params } = wire.params;
+  if (source.durationMs === undefined) return wire;
+  const cycleMs = source.durationMs + repeatGapMs;
+  const elapsed = Math.max(0, now.getTime() - createdAt.getTime());
+  const begun = Math.floor(elapsed / cycleMs);
+  if (answered && elapsed >= cycleMs * repeat - repeatGapMs) return 'ended';
+  return { ...wire, params: { ...params, repeat: Math.max(1, repeat - begun) } };
 }
 
 /**
@@ -229,7 +263,7 @@ export function planResend(
       continue;
     }
     // Content that has run out is `ended`, whatever came after it.
-    let payload: Command | ResendCloseReason = resendPayload(candidate.command, now);
+    let payload: Command | ResendCloseReason = resendPayload(candidate.command, now, answered);
     for (const next of typeof payload === 'string' ? [] : later) {
       if (next.command.id === candidate.command.id || !isAfter(next, candidate)) continue;
       const endedBy = endsPlay(toWire(next.command), wire);
@@ -254,15 +288,18 @@ function serverPlayRow(input: Omit<DispatchPlayInput, 'also'>, createdAt: Date):
       sessionId: input.sessionId,
       source: input.source,
       ...(input.offsetMs ? { offsetMs: input.offsetMs } : {}),
-      startAt: input.startAt.toISOString(),
+      ...(input.startAt ? { startAt: input.startAt.toISOString() } : {}),
       ...(input.volume !== undefined ? { volume: input.volume } : {}),
+      ...(input.repeat !== undefined && input.repeat > 1 ? { repeat: input.repeat } : {}),
+      ...(input.repeatGapMs ? { repeatGapMs: input.repeatGapMs } : {}),
     },
-    createdBy: null,
+    createdBy: input.createdBy ?? null,
     createdAt,
     expiresAt: input.expiresAt,
     targetCount: input.deviceIds.length,
     programmeId: input.programmeId,
     programmeRevisionId: input.programmeRevisionId,
+    emergencyId: input.emergency?.id ?? null,
   };
 }
 
@@ -370,6 +407,7 @@ export class CommandsService {
       targetCount: targetIds.length,
       programmeId: programme?.programmeId ?? null,
       programmeRevisionId: programme?.revisionId ?? null,
+      emergencyId: null,
     };
     // Everything from here to the publish is synchronous, so a device cannot become ready in between:
     // one that is ready now is sent the command below, any other gets it from deliverPending() later.
@@ -428,7 +466,7 @@ export class CommandsService {
       input.deviceIds.map((deviceId) => ({ deviceId, sentAt: readySet.has(deviceId) ? now : null })),
       (inserted) => {
         if (inserted && input.playbackRecord) {
-          this.openPlayRecords(row, input.deviceIds, input.playbackRecord);
+          this.openPlayRecords(row, input.deviceIds, input.playbackRecord, input.emergency);
         }
         input.also?.();
       },
@@ -528,6 +566,7 @@ export class CommandsService {
     row: CommandRow,
     deviceIds: readonly string[],
     scheduled: DispatchPlayInput['playbackRecord'],
+    emergency?: DispatchPlayInput['emergency'],
   ): void {
     if (!this.openRecords) return;
     const params = row.params as Extract<Command, { type: 'play' }>['params'];
@@ -548,7 +587,79 @@ export class CommandsService {
       programmeRevisionId: row.programmeRevisionId,
       scheduleId: scheduled?.scheduleId ?? null,
       occurrenceId: scheduled?.occurrenceId ?? null,
+      emergency,
     });
+  }
+
+  /**
+   * A stop the server sends in someone's name (an emergency's cancel): like dispatchPlay, written with
+   * its deliveries and whatever `also` writes in one transaction, then published to the ready devices.
+   */
+  dispatchStop(input: {
+    id: string;
+    deviceIds: readonly string[];
+    priority: Priority;
+    sessionId?: string;
+    expiresAt: Date;
+    createdBy: string | null;
+    emergencyId: string | null;
+    also?: () => void;
+  }): { sent: number } {
+    const now = this.clock.now();
+    const row: CommandRow = {
+      id: input.id,
+      type: 'stop',
+      priority: input.priority,
+      params: input.sessionId === undefined ? {} : { sessionId: input.sessionId },
+      createdBy: input.createdBy,
+      createdAt: now,
+      expiresAt: input.expiresAt,
+      targetCount: input.deviceIds.length,
+      programmeId: null,
+      programmeRevisionId: null,
+      emergencyId: input.emergencyId,
+    };
+    const ready = input.deviceIds.filter((id) => this.publisher.isReady(id));
+    const readySet = new Set(ready);
+    this.repo.insert(
+      row,
+      input.deviceIds.map((deviceId) => ({ deviceId, sentAt: readySet.has(deviceId) ? now : null })),
+      () => input.also?.(),
+    );
+    const sent = this.publisher.publishCommand(ready, Buffer.from(JSON.stringify(toWire(row))));
+    this.metrics.commandSent('stop', row.priority, input.deviceIds.length);
+    return { sent: sent.length };
+  }
+
+  /**
+   * Sends a command again to the ready devices that have not answered it at all and for which `due` says
+   * it is time (an emergency's re-sends with back-off), and records when. Returns the devices sent to.
+   */
+  resendUnanswered(commandId: string, due: (deviceId: string, sentAt: Date) => boolean): string[] {
+    // An ack still queued for the database is an answer.
+    this.ackWriter.flush();
+    const found = this.repo.findById(commandId);
+    if (!found) return [];
+    const now = this.clock.now();
+    if (found.command.expiresAt.getTime() <= now.getTime()) return [];
+    const targets = this.repo
+      .unacknowledged(commandId)
+      .filter((d) => this.publisher.isReady(d.deviceId) && due(d.deviceId, d.sentAt))
+      .map((d) => d.deviceId);
+    if (targets.length === 0) return [];
+    const payload = resendPayload(found.command, now);
+    if (payload === 'ended') return [];
+    const sent = this.publisher.publishCommand(targets, Buffer.from(JSON.stringify(payload)));
+    this.repo.markSent(
+      sent.map((deviceId) => ({ commandId, deviceId })),
+      now,
+    );
+    return sent;
+  }
+
+  /** A later expiry for a command (and a play's download link valid until then); see extendExpiry. */
+  extendExpiry(commandId: string, expiresAt: Date, params: unknown): void {
+    this.repo.extendExpiry(commandId, expiresAt, params);
   }
 
   /**

@@ -4,6 +4,7 @@ import {
   areaJingles,
   areas,
   commands,
+  emergencies,
   media,
   programmeMedia,
   programmeRevisions,
@@ -135,7 +136,8 @@ export class MediaRepository {
   /**
    * Every hash the store must keep: originals and renditions of media rows, rendered programme revisions,
    * and any hash named in the parameters of a command that expires after `liveAfter` (its devices may
-   * still be downloading).
+   * still be downloading). Every emergency's rendition, of every revision (those its play commands name),
+   * is kept for good: it is the record of what was broadcast as a warning.
    */
   referencedHashes(liveAfter: Date): Set<string> {
     const keep = new Set<string>();
@@ -156,9 +158,12 @@ export class MediaRepository {
     for (const row of this.db
       .select({ params: sql<string>`CAST(${commands.params} AS TEXT)` })
       .from(commands)
-      .where(gt(commands.expiresAt, liveAfter))
+      .where(or(gt(commands.expiresAt, liveAfter), isNotNull(commands.emergencyId)))
       .all()) {
       for (const hash of row.params.match(HASH) ?? []) keep.add(hash);
+    }
+    for (const row of this.db.select({ sha256: emergencies.renditionSha256 }).from(emergencies).all()) {
+      keep.add(row.sha256);
     }
     return keep;
   }

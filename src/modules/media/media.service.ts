@@ -115,6 +115,11 @@ export class MediaService {
     return record;
   }
 
+  /** A media item by id, whoever may see it: for what the operator configured (the emergency signal). */
+  find(id: string): MediaRow | undefined {
+    return this.repo.findById(id)?.media;
+  }
+
   /** A media item the actor may see and use in a programme; 404 otherwise (nothing outside is revealed). */
   getUsable(actor: Actor, mediaId: string): MediaRow {
     return this.getRecord(actor, mediaId).media;

@@ -34,6 +34,8 @@ export interface OpenRecordsInput {
   programmeRevisionId: string | null;
   scheduleId: string | null;
   occurrenceId: number | null;
+  /** An emergency's play: its title stands where a programme's would, and a drill is marked as one. */
+  emergency?: { id: string; title: string; exercise: boolean } | undefined;
   closed?: { outcome: 'skipped'; reason: string };
 }
 
@@ -53,6 +55,9 @@ export interface LogFilter {
   deviceId?: string | undefined;
   programmeId?: string | undefined;
   scheduleId?: string | undefined;
+  emergencyId?: string | undefined;
+  /** true: drills only; false: everything but drills. */
+  exercise?: boolean | undefined;
   from?: Date | undefined;
   to?: Date | undefined;
   outcome?: PlaybackOutcome | 'pending' | undefined;
@@ -92,10 +97,11 @@ function prepare(sqlite: Database.Database) {
     // (no variable limit, no statement per chunk size). Devices deleted meanwhile get no record.
     open: sqlite.prepare(
       `INSERT INTO playback_log (session_id, command_id, device_id, device_name, area_id, area_path,
-         schedule_id, occurrence_id, programme_id, programme_revision_id, programme_title, priority, due_at,
-         ends_at, planned_ms, outcome, reason, updated_at)
+         schedule_id, occurrence_id, programme_id, programme_revision_id, programme_title, emergency_id, exercise,
+         priority, due_at, ends_at, planned_ms, outcome, reason, updated_at)
        SELECT @sessionId, @commandId, d.id, d.name, a.id, a.path, @scheduleId, @occurrenceId, @programmeId,
-         @programmeRevisionId, @programmeTitle, @priority, @dueAt, @endsAt, @plannedMs, @outcome, @reason, @now
+         @programmeRevisionId, @programmeTitle, @emergencyId, @exercise, @priority, @dueAt, @endsAt, @plannedMs,
+         @outcome, @reason, @now
        FROM json_each(@deviceIds) AS j JOIN devices d ON d.id = j.value JOIN areas a ON a.id = d.area_id
        WHERE true
        ON CONFLICT (session_id, device_id) DO NOTHING`,
@@ -206,8 +212,9 @@ export class PlaybackRepository {
    */
   openRecords(input: OpenRecordsInput, now: Date): void {
     if (input.deviceIds.length === 0) return;
-    const title =
-      input.programmeId === null && input.programmeRevisionId === null
+    const title = input.emergency
+      ? input.emergency.title
+      : input.programmeId === null && input.programmeRevisionId === null
         ? null
         : (this.stmts.programmeTitle.get(input.programmeRevisionId, input.programmeId)?.title ?? null);
     this.stmts.open.run({
@@ -218,6 +225,8 @@ export class PlaybackRepository {
       programmeId: input.programmeId,
       programmeRevisionId: input.programmeRevisionId,
       programmeTitle: title,
+      emergencyId: input.emergency?.id ?? null,
+      exercise: input.emergency?.exercise ? 1 : 0,
       priority: input.priority,
       dueAt: input.dueAt.getTime(),
       endsAt: input.endsAt.getTime(),
@@ -362,6 +371,8 @@ export class PlaybackRepository {
       f.deviceId !== undefined ? eq(playbackLog.deviceId, f.deviceId) : undefined,
       f.programmeId !== undefined ? eq(playbackLog.programmeId, f.programmeId) : undefined,
       f.scheduleId !== undefined ? eq(playbackLog.scheduleId, f.scheduleId) : undefined,
+      f.emergencyId !== undefined ? eq(playbackLog.emergencyId, f.emergencyId) : undefined,
+      f.exercise !== undefined ? eq(playbackLog.exercise, f.exercise) : undefined,
       f.from !== undefined ? gte(playbackLog.dueAt, f.from) : undefined,
       f.to !== undefined ? lt(playbackLog.dueAt, f.to) : undefined,
       f.outcome === 'pending'

@@ -26,7 +26,8 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         summary: 'What each loudspeaker really played (nhật ký phát thanh), newest due first; also as CSV',
         description:
           'One record per occurrence (or manual play) per device in your area. outcome: played, partial, ' +
-          'failed, skipped, expired, undelivered, or pending while the slot is open. With ?format=csv or ' +
+          "failed, skipped, expired, undelivered, or pending while the slot is open. An emergency broadcast's " +
+          'records name it in `emergency` (exercise: true for a drill, never a real alert). With ?format=csv or ' +
           'Accept: text/csv, every matching record (no page limit) as a streamed UTF-8 CSV with BOM and ' +
           'Vietnamese column titles (docs/schedules.md).',
         querystring: playbackLogQuerySchema,
@@ -52,7 +53,8 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         description:
           'For the records due in the month (Vietnam time) in the area: broadcasts planned, records per ' +
           'outcome, minutes on air, the share of devices that played each bulletin in full, and the top 5 ' +
-          'failure reasons. ?format=csv or Accept: text/csv for CSV (UTF-8 with BOM).',
+          'failure reasons. Emergency broadcasts are counted apart (emergencies), and drills apart from ' +
+          'them (exercises). ?format=csv or Accept: text/csv for CSV (UTF-8 with BOM).',
         querystring: broadcastReportQuerySchema,
         response: { 200: broadcastReportSchema },
       },

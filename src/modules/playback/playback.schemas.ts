@@ -24,6 +24,12 @@ export const playbackLogQuerySchema = z.object({
   deviceId: id.optional(),
   programmeId: id.optional(),
   scheduleId: id.optional(),
+  emergencyId: id.optional().describe('Records of this emergency broadcast (every revision of it)'),
+  exercise: z
+    .enum(['true', 'false'])
+    .transform((v) => v === 'true')
+    .optional()
+    .describe('true: only drills (emergency exercises); false: everything that is not a drill'),
   from: dayOrInstant.optional().describe('Due at or after (a date: from its start)'),
   to: dayOrInstant.optional().describe('Due before (a date: up to the end of that day, included)'),
   outcome: z
@@ -48,7 +54,16 @@ export const playbackRecordSchema = z.object({
   occurrenceId: z.number().int().nullable(),
   programme: z
     .object({ id: z.string(), revisionId: z.string().nullable(), title: z.string().nullable() })
-    .nullable(),
+    .nullable()
+    .describe("null for an emergency's record that plays no programme; its title is then the emergency's"),
+  emergency: z
+    .object({
+      id: z.string(),
+      title: z.string().nullable(),
+      exercise: z.boolean().describe('true: a drill, never a real alert'),
+    })
+    .nullable()
+    .describe('The emergency broadcast the record aired (docs/emergency.md); null for any other play'),
   priority: z.string(),
   dueAt: localTime,
   endsAt: localTime,
@@ -85,8 +100,12 @@ export const broadcastReportQuerySchema = z.object({
 });
 export type BroadcastReportQuery = z.infer<typeof broadcastReportQuerySchema>;
 
-const figures = {
-  occurrences: z.number().int().describe('Broadcasts planned: distinct occurrences and manual plays'),
+/** Everything but emergencies: scheduled occurrences and manual plays. */
+const programmeFigures = {
+  occurrences: z
+    .number()
+    .int()
+    .describe('Broadcasts planned: distinct occurrences and manual plays (emergencies are apart)'),
   records: z.number().int().describe('Occurrences × devices'),
   played: z.number().int(),
   partial: z.number().int(),
@@ -111,6 +130,42 @@ const figures = {
     z.object({ outcome: z.string(), reason: z.string().nullable(), count: z.number().int() }),
   ),
 };
+/**
+ * Emergency broadcasts (docs/emergency.md) are counted apart from the programmes above, which never include
+ * them, and drills apart from real alerts: no figure mixes an exercise with a real warning.
+ */
+const alertFigures = z.object({
+  count: z.number().int().describe('Distinct emergencies'),
+  records: z
+    .number()
+    .int()
+    .describe('Emergencies × devices (each revision of an updated text its own record)'),
+  played: z.number().int(),
+  partial: z.number().int(),
+  failed: z.number().int(),
+  skipped: z.number().int(),
+  expired: z.number().int(),
+  undelivered: z.number().int(),
+  pending: z.number().int(),
+  minutesOnAir: z.number(),
+  items: z.array(
+    z.object({
+      emergencyId: z.string(),
+      title: z.string().nullable(),
+      sentAt: localTime.describe('Its first record in the month'),
+      targeted: z.number().int().describe('Devices targeted'),
+      played: z.number().int().describe('Of those, the devices that played it in full (any revision)'),
+      partial: z.number().int().describe('Devices that played part of it and never all of it'),
+      share: z.number().describe('played / targeted, 0–1'),
+    }),
+  ),
+});
+
+const figures = {
+  ...programmeFigures,
+  emergencies: alertFigures.describe('Real emergency broadcasts; drills are never counted here'),
+  exercises: alertFigures.describe('Emergency exercises (drills, diễn tập): never real alerts'),
+};
 const areaRef = { id: z.string(), name: z.string(), level: z.string() };
 
 export const broadcastReportSchema = z.object({
@@ -125,3 +180,4 @@ export const broadcastReportSchema = z.object({
 });
 export type BroadcastReport = z.infer<typeof broadcastReportSchema>;
 export type Figures = z.infer<typeof broadcastReportSchema>['total'];
+export type AlertFigures = Figures['emergencies'];

@@ -35,6 +35,7 @@ import type {
   ResumableSession,
 } from './playback.repository.js';
 import type {
+  AlertFigures,
   BroadcastReport,
   BroadcastReportQuery,
   Figures,
@@ -83,6 +84,12 @@ const OUTCOME_WORDS: Record<PlaybackRecordView['outcome'], string> = {
   pending: 'Đang chờ',
 };
 
+/** What a record aired, in words: a drill says on every line that it is not a real alert. */
+function kindWords(r: LogRow): string {
+  if (r.emergencyId === null) return 'Thường';
+  return r.exercise ? 'Diễn tập (không phải tin thật)' : 'Khẩn cấp';
+}
+
 const local = (d: Date | null) => (d ? localDateTime(d) : null);
 const secondsOf = (ms: number | null) => (ms === null ? '' : String(Math.round(ms / 100) / 10));
 
@@ -95,9 +102,17 @@ function toView(r: LogRow): PlaybackRecordView {
     area: { id: r.areaId, name: r.areaName },
     scheduleId: r.scheduleId,
     occurrenceId: r.occurrenceId,
+    // An emergency's record holds the emergency's title where a programme's would be: it is shown as
+    // the emergency's, never as the programme's it may play.
     programme: r.programmeId
-      ? { id: r.programmeId, revisionId: r.programmeRevisionId, title: r.programmeTitle }
+      ? {
+          id: r.programmeId,
+          revisionId: r.programmeRevisionId,
+          title: r.emergencyId === null ? r.programmeTitle : null,
+        }
       : null,
+    emergency:
+      r.emergencyId === null ? null : { id: r.emergencyId, title: r.programmeTitle, exercise: r.exercise },
     priority: r.priority,
     dueAt: localDateTime(r.dueAt),
     endsAt: localDateTime(r.endsAt),
@@ -125,9 +140,13 @@ const LOG_CSV_COLUMNS: { header: string; value: (r: LogRow) => string | number |
   { header: 'Thiết bị', value: (r) => r.deviceName },
   { header: 'Mã thiết bị', value: (r) => r.deviceId },
   { header: 'Khu vực', value: (r) => r.areaName },
+  // Emergencies and drills: the kind, then their title where a programme's would be, and their id.
+  { header: 'Loại phát', value: kindWords },
   { header: 'Chương trình', value: (r) => r.programmeTitle },
   { header: 'Mã chương trình', value: (r) => r.programmeId },
   { header: 'Mã lịch phát', value: (r) => r.scheduleId },
+  { header: 'Mã tin khẩn cấp', value: (r) => r.emergencyId },
+  { header: 'Diễn tập', value: (r) => (r.exercise ? 'Có' : 'Không') },
   { header: 'Mức ưu tiên', value: (r) => r.priority },
   { header: 'Đã gửi lúc', value: (r) => local(r.sentAt) },
   { header: 'Đã nhận lúc', value: (r) => local(r.receivedAt) },
@@ -155,6 +174,29 @@ const CSV_OPTIONS = {
   cast: { string: (value: string) => value.normalize('NFC') },
 };
 
+const alertHeaders = (kind: string) => [
+  `${kind}: số tin`,
+  `${kind}: số lượt (tin × thiết bị)`,
+  `${kind}: phát đủ`,
+  `${kind}: phát một phần`,
+  `${kind}: không phát được`,
+  `${kind}: đang chờ`,
+  `${kind}: tỷ lệ thiết bị phát đủ theo tin`,
+];
+
+/** An emergency block's cells: records that did not air at all are summed (their reasons are in the log). */
+const alertCells = (a: AlertFigures) => [
+  a.count,
+  a.records,
+  a.played,
+  a.partial,
+  a.failed + a.skipped + a.expired + a.undelivered,
+  a.pending,
+  a.items
+    .map((i) => `${i.title ?? i.emergencyId}: ${i.played}/${i.targeted} (${Math.round(i.share * 100)}%)`)
+    .join('; '),
+];
+
 const REPORT_CSV_HEADER = [
   'Cấp',
   'Khu vực',
@@ -171,6 +213,9 @@ const REPORT_CSV_HEADER = [
   'Số phút phát sóng',
   'Tỷ lệ thiết bị phát đủ theo bản tin',
   'Lý do lỗi nhiều nhất',
+  // Emergencies, then drills, each apart from the programmes above and from each other.
+  ...alertHeaders('Tin khẩn cấp'),
+  ...alertHeaders('Diễn tập (không phải tin thật)'),
 ];
 const LEVEL_WORDS: Record<string, string> = {
   province: 'Tỉnh',
@@ -356,6 +401,8 @@ export class PlaybackService {
       deviceId: q.deviceId,
       programmeId: q.programmeId,
       scheduleId: q.scheduleId,
+      emergencyId: q.emergencyId,
+      exercise: q.exercise,
       from: q.from === undefined ? undefined : instantOf(q.from, false),
       to: q.to === undefined ? undefined : instantOf(q.to, true),
       outcome: q.outcome,
@@ -453,6 +500,8 @@ export class PlaybackService {
         .map((b) => `${b.title ?? b.programmeId}: ${b.played}/${b.targeted} (${Math.round(b.share * 100)}%)`)
         .join('; '),
       f.topFailureReasons.map((r) => `${r.reason ?? r.outcome} (${r.count})`).join('; '),
+      ...alertCells(f.emergencies),
+      ...alertCells(f.exercises),
     ];
     const rows = [line(report.area.level, report.area.name, '', report.total)];
     for (const c of report.communes) {

@@ -4,8 +4,9 @@
  * is an SQL aggregate over the (area_path, due_at) index: a year of a province is never loaded as rows.
  */
 import { sqliteOf, type Db } from '../../db/index.js';
+import { localDateTime } from '../schedules/timing.js';
 import type { AreaRow } from '../../db/schema/index.js';
-import type { Figures } from './playback.schemas.js';
+import type { AlertFigures, Figures } from './playback.schemas.js';
 
 /** Outcomes whose reasons are a failure to air (partial plays aired; their reasons are in the log). */
 const FAILURES = `('failed', 'expired', 'undelivered', 'skipped')`;
@@ -15,9 +16,20 @@ const TOP_REASONS = 5;
 const RECORDS_OF_AREA = `playback_log p ON p.area_path >= a.path
   AND p.area_path < substr(a.path, 1, length(a.path) - 1) || '0' AND p.due_at >= @from AND p.due_at < @to`;
 
+/**
+ * What a record aired: a programme or manual play, a real emergency, or a drill. Emergencies and drills are
+ * counted apart (playback_log.emergency_id, .exercise), so that a drill can never pass for a real alert
+ * nor either for a programme.
+ */
+const KIND = `CASE WHEN p.emergency_id IS NULL THEN 'programme' WHEN p.exercise THEN 'exercise'
+  ELSE 'emergency' END`;
+type Kind = 'programme' | 'emergency' | 'exercise';
+
 interface CountsRow {
   areaId: string;
+  kind: Kind;
   occurrences: number;
+  emergencies: number;
   records: number;
   played: number;
   partial: number;
@@ -42,13 +54,14 @@ export class BroadcastReports {
          ORDER BY path`,
       ),
       counts: sqlite.prepare<{ areaIds: string; from: number; to: number }, CountsRow>(
-        `SELECT a.id AS areaId, COUNT(DISTINCT p.session_id) AS occurrences, COUNT(*) AS records,
+        `SELECT a.id AS areaId, ${KIND} AS kind, COUNT(DISTINCT p.session_id) AS occurrences,
+           COUNT(DISTINCT p.emergency_id) AS emergencies, COUNT(*) AS records,
            SUM(p.outcome = 'played') AS played, SUM(p.outcome = 'partial') AS partial,
            SUM(p.outcome = 'failed') AS failed, SUM(p.outcome = 'skipped') AS skipped,
            SUM(p.outcome = 'expired') AS expired, SUM(p.outcome = 'undelivered') AS undelivered,
            SUM(p.outcome IS NULL) AS pending, SUM(p.aired_ms) AS airedMs
          FROM areas a JOIN ${RECORDS_OF_AREA}
-         WHERE ${areasIn} GROUP BY a.id`,
+         WHERE ${areasIn} GROUP BY a.id, kind`,
       ),
       bulletins: sqlite.prepare<
         { areaIds: string; from: number; to: number },
@@ -66,7 +79,7 @@ export class BroadcastReports {
            COUNT(DISTINCT p.session_id) AS occurrences, COUNT(*) AS targeted,
            SUM(p.outcome = 'played') AS played, SUM(p.outcome = 'partial') AS partial
          FROM areas a JOIN ${RECORDS_OF_AREA}
-         WHERE ${areasIn} AND p.programme_id IS NOT NULL
+         WHERE ${areasIn} AND p.programme_id IS NOT NULL AND p.emergency_id IS NULL
          GROUP BY a.id, p.programme_id ORDER BY a.id, title, p.programme_id`,
       ),
       reasons: sqlite.prepare<
@@ -77,9 +90,37 @@ export class BroadcastReports {
            SELECT a.id AS areaId, p.outcome AS outcome, p.reason AS reason, COUNT(*) AS count,
              ROW_NUMBER() OVER (PARTITION BY a.id ORDER BY COUNT(*) DESC, p.outcome, p.reason) AS rank
            FROM areas a JOIN ${RECORDS_OF_AREA}
-           WHERE ${areasIn} AND p.outcome IN ${FAILURES}
+           WHERE ${areasIn} AND p.outcome IN ${FAILURES} AND p.emergency_id IS NULL
            GROUP BY a.id, p.outcome, p.reason)
          WHERE rank <= @top ORDER BY areaId, rank`,
+      ),
+      // Per device first: a device that played an updated text in full played the emergency, even though
+      // the revision it was playing when the update came is `partial`.
+      alerts: sqlite.prepare<
+        { areaIds: string; from: number; to: number },
+        {
+          areaId: string;
+          exercise: number;
+          emergencyId: string;
+          title: string | null;
+          sentAt: number;
+          targeted: number;
+          played: number;
+          partial: number;
+        }
+      >(
+        `SELECT areaId, exercise, emergencyId,
+           COALESCE((SELECT e.title FROM emergencies e WHERE e.id = emergencyId), MAX(title)) AS title,
+           MIN(dueAt) AS sentAt, COUNT(*) AS targeted, SUM(played) AS played,
+           SUM(partial AND NOT played) AS partial
+         FROM (
+           SELECT a.id AS areaId, p.exercise AS exercise, p.emergency_id AS emergencyId,
+             MAX(p.programme_title) AS title, MIN(p.due_at) AS dueAt,
+             MAX(p.outcome = 'played') AS played, MAX(p.outcome = 'partial') AS partial
+           FROM areas a JOIN ${RECORDS_OF_AREA}
+           WHERE ${areasIn} AND p.emergency_id IS NOT NULL
+           GROUP BY a.id, p.emergency_id, p.exercise, p.device_id)
+         GROUP BY areaId, emergencyId, exercise ORDER BY areaId, sentAt, emergencyId`,
       ),
     };
   }
@@ -95,8 +136,22 @@ export class BroadcastReports {
     const out = new Map<string, Figures>();
     for (const id of areaIds) out.set(id, emptyFigures());
     for (const r of this.stmts.counts.all(params)) {
-      const { areaId, airedMs, ...counts } = r;
-      Object.assign(out.get(areaId)!, counts, { minutesOnAir: Math.round((airedMs ?? 0) / 6_000) / 10 });
+      const { areaId, kind, airedMs, occurrences, emergencies, ...counts } = r;
+      const f = out.get(areaId)!;
+      const minutesOnAir = Math.round((airedMs ?? 0) / 6_000) / 10;
+      if (kind === 'programme') Object.assign(f, counts, { occurrences, minutesOnAir });
+      else
+        Object.assign(f[kind === 'exercise' ? 'exercises' : 'emergencies'], counts, {
+          count: emergencies,
+          minutesOnAir,
+        });
+    }
+    for (const { areaId, exercise, sentAt, ...a } of this.stmts.alerts.all(params)) {
+      out.get(areaId)![exercise ? 'exercises' : 'emergencies'].items.push({
+        ...a,
+        sentAt: localDateTime(new Date(sentAt)),
+        share: a.targeted ? Math.round((a.played / a.targeted) * 1000) / 1000 : 0,
+      });
     }
     for (const { areaId, ...b } of this.stmts.bulletins.all(params)) {
       out
@@ -124,5 +179,23 @@ export function emptyFigures(): Figures {
     minutesOnAir: 0,
     bulletins: [],
     topFailureReasons: [],
+    emergencies: emptyAlertFigures(),
+    exercises: emptyAlertFigures(),
+  };
+}
+
+function emptyAlertFigures(): AlertFigures {
+  return {
+    count: 0,
+    records: 0,
+    played: 0,
+    partial: 0,
+    failed: 0,
+    skipped: 0,
+    expired: 0,
+    undelivered: 0,
+    pending: 0,
+    minutesOnAir: 0,
+    items: [],
   };
 }
