@@ -17,6 +17,8 @@ import { shutdownSignal } from './signals.js';
 /** What `--fault-rate` hands out: each faulty device gets one of these. */
 const FAULT_PRESETS = {
   dropAcks: { dropAcks: 0.5 },
+  // The acks of the device's first command are lost: the server must re-send it, and hears `done` then.
+  dropFirstAcks: { dropAcks: { first: 2 } },
   slowAcks: { ackDelayMs: 5_000 },
   failPlayback: { failPlayback: true },
   speakerFault: { speakerFault: true },

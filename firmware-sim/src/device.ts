@@ -32,8 +32,12 @@ import { DownloadError, HashCache, downloadVerified, type DownloadFailure } from
 
 /** Faults a tester can switch on, at construction or at any time with `setFaults`. */
 export interface Faults {
-  /** Acks not sent: `true` drops all, a number in 0..1 is the probability for each ack. */
-  dropAcks: boolean | number;
+  /**
+   * Acks not sent: `true` drops all, a number in 0..1 is the probability for each ack, `{ first: n }`
+   * drops the next n acks from when the fault is set, then sends again (a server's re-send of the same
+   * command id is then answered with the device's last ack for it: the retry tests).
+   */
+  dropAcks: boolean | number | { first: number };
   /** Every ack leaves this many real milliseconds late (a slow 4G link). */
   ackDelayMs: number;
   /** Every play is acked `failed` and logged `failed`; a string is the reason (default `download_failed`). */
@@ -103,6 +107,13 @@ export interface SimDeviceOptions {
   speed?: number;
   /** The wall clock (see WallClock); tests pass a ManualClock to move past a `startAt` without waiting. */
   clock?: WallClock;
+  /**
+   * What media time runs on. `real` (default): real time multiplied by `speed`. `clock`: the `clock`
+   * option's time and timers, one simulated ms per clock ms (`speed` then applies to the heartbeat and the
+   * boot only): with a ManualClock a test moves through a play, its repeats and their gaps by advancing
+   * the clock, and reads `positionMs` exactly.
+   */
+  playbackTime?: 'real' | 'clock';
   /** Firmware version reported in `state`. Default 1.4.2. */
   firmware?: string;
   /** Volume at boot, 0..100. Default 70. */
@@ -178,6 +189,22 @@ export interface DeviceCounters {
   downloadFailures: number;
 }
 
+/** What is on air, as the `playback` getter tells it. */
+export interface PlaybackView {
+  sessionId: string;
+  commandId: string;
+  priority: Priority;
+  /** Where in the session, ms, repeats and gaps included (as `positionMs` in `state`). */
+  positionMs: number;
+  /** The session's length (see sessionLengthMs); undefined for a stream that plays until stopped. */
+  totalMs: number | undefined;
+  /** Which play of the content (1-based) the session is at, of `plays` (the play's `repeat`). */
+  play: number;
+  plays: number;
+  /** True during the silence after a play (`repeatGapMs`): the horns are quiet, the session goes on. */
+  gap: boolean;
+}
+
 /** A reconnection is scheduled: `attempt` counts failures in a row (1 for the first). */
 export interface ReconnectEvent {
   attempt: number;
@@ -211,11 +238,16 @@ interface Playback {
   commandId: string;
   priority: Priority;
   startedAt: string;
-  startedMono: number;
+  /** Media time (see mediaNow) when it went on air. */
+  startedMedia: number;
   offsetMs: number;
-  /** Simulated length of the whole session (repeats included); undefined for a stream that plays until stopped. */
+  /** Simulated length of the whole session (repeats and gaps included); undefined for a stream that plays until stopped. */
   totalMs: number | undefined;
-  timer: NodeJS.Timeout | undefined;
+  /** Length of one play of the content and the silence after it (for `playback`); undefined for an endless stream. */
+  durationMs: number | undefined;
+  gapMs: number;
+  plays: number;
+  timer: unknown;
 }
 
 /**
@@ -308,6 +340,29 @@ export function backoffDelay(
 }
 const round = (value: number, decimals: number): number => Number(value.toFixed(decimals));
 
+/** How many acks a `dropAcks: { first: n }` fault drops (0 for the other forms, which count nothing). */
+function firstAcks(drop: Faults['dropAcks']): number {
+  if (typeof drop !== 'object') return 0;
+  if (!Number.isInteger(drop.first) || drop.first < 0)
+    throw new RangeError(`dropAcks.first must be an integer >= 0, got ${drop.first}`);
+  return drop.first;
+}
+
+/**
+ * Length of a play's whole session in ms: `repeat` plays of the content with `repeatGapMs` of silence
+ * between two (none after the last); undefined for a stream that plays until stopped.
+ */
+export function sessionLengthMs(params: {
+  source: { durationMs?: number };
+  repeat?: number;
+  repeatGapMs?: number;
+}): number | undefined {
+  const durationMs = params.source.durationMs;
+  if (durationMs === undefined) return undefined;
+  const plays = params.repeat ?? 1;
+  return durationMs * plays + (params.repeatGapMs ?? 0) * (plays - 1);
+}
+
 /** What the device last answered to a command id, to answer a duplicate the same way. */
 interface Handled {
   status: AckStatus;
@@ -323,6 +378,10 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   private readonly heartbeatMs: number;
   private readonly cmdTopic: string;
   private faultState: Faults;
+  /** Acks still to drop under `dropAcks: { first: n }`. */
+  private acksToDrop = 0;
+  /** Set while `goOffline` holds the link down: the wall-clock timer that brings it back. */
+  private offlineTimer: unknown;
 
   private client: MqttClient | undefined;
   private ready = false;
@@ -395,6 +454,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       downloadTimeoutMs: options.downloadTimeoutMs ?? 30_000,
       cacheEntries: options.cacheEntries ?? 16,
       clock: options.clock ?? systemWallClock,
+      playbackTime: options.playbackTime ?? 'real',
     };
     if (!(this.options.speed > 0)) throw new RangeError(`speed must be > 0, got ${this.options.speed}`);
     if (!(this.options.heartbeatS > 0))
@@ -410,6 +470,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     this.volume = this.options.volume;
     this.cmdTopic = topics.cmd(this.id);
     this.faultState = { ...NO_FAULTS, ...options.faults };
+    this.acksToDrop = firstAcks(this.faultState.dropAcks);
     // A random phase spreads a fleet's telemetry over the whole interval instead of one burst.
     this.nextTelemetryAt = performance.now() + Math.random() * this.heartbeatMs;
   }
@@ -437,6 +498,27 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     };
   }
 
+  /**
+   * What is on air, in more detail than `state` tells the server: which of the `plays` (1-based) the
+   * session is at, and whether it is in the silence after it (`repeatGapMs`). Null when nothing plays.
+   */
+  get playback(): PlaybackView | null {
+    const p = this.playing;
+    if (!p) return null;
+    const positionMs = this.positionMs(p);
+    const view = { sessionId: p.sessionId, commandId: p.commandId, priority: p.priority, positionMs };
+    if (p.durationMs === undefined) return { ...view, totalMs: undefined, play: 1, plays: 1, gap: false };
+    const cycleMs = p.durationMs + p.gapMs;
+    const index = Math.min(p.plays - 1, Math.floor(positionMs / cycleMs));
+    const gap = positionMs - index * cycleMs >= p.durationMs;
+    return { ...view, totalMs: p.totalMs, play: index + 1, plays: p.plays, gap };
+  }
+
+  /** True while `goOffline` holds the link down. */
+  get offline(): boolean {
+    return this.offlineTimer !== undefined;
+  }
+
   get counters(): Readonly<DeviceCounters> {
     return this.stats;
   }
@@ -447,7 +529,10 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
 
   setFaults(faults: Partial<Faults>): void {
     const flappingBefore = this.faultState.flapping;
+    // `{ first: n }` counts from now: setting it again drops n more. Checked before anything changes.
+    const acksToDrop = 'dropAcks' in faults ? firstAcks(faults.dropAcks ?? false) : this.acksToDrop;
     this.faultState = { ...this.faultState, ...faults };
+    this.acksToDrop = acksToDrop;
     // Flapping acts on a running device only; connect() starts it for one that is not running yet.
     const running = this.client !== undefined || this.flapDown;
     if ('flapping' in faults && faults.flapping !== flappingBefore && running) this.restartFlapping();
@@ -461,6 +546,8 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
    */
   connect(timeoutMs = 30_000): Promise<void> {
     if (this.closed) return Promise.reject(new Error(`device ${this.id} is closed`));
+    // Asked to connect during an outage (goOffline): the outage ends now (flapping resumes below).
+    this.endOutage();
     heartbeats.add(this.onHeartbeat, this.heartbeatMs);
     if (this.faultState.flapping && !this.flapTimer) this.restartFlapping();
     if (!this.client) this.openClient();
@@ -485,11 +572,35 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
    * close). The device stays offline until `connect()` or `reconnect()`. Stops the flapping fault.
    */
   disconnect(): void {
+    this.endOutage();
     clearTimeout(this.flapTimer);
     this.flapTimer = undefined;
     this.flapDown = false;
     this.faultState = { ...this.faultState, flapping: null };
     this.dropLink('disconnected', false);
+  }
+
+  /**
+   * Takes the link down now, as `disconnect()` does (no MQTT DISCONNECT: out of coverage, a cut cable),
+   * and brings it back after `ms` on the device's wall clock (the `clock` option: real ms by default,
+   * a ManualClock's ms when a test passes one, so "back before / after the expiry" is the test's to
+   * choose). Meanwhile the device keeps playing and queues its acks and log entries, as firmware does;
+   * the flapping fault pauses. `connect()` or `reconnect()` ends the outage early, `disconnect()` makes
+   * it last until one of them; another `goOffline` restarts it with the new length.
+   */
+  goOffline(ms: number): void {
+    if (!(ms >= 0) || !Number.isFinite(ms)) throw new RangeError(`goOffline needs ms >= 0, got ${ms}`);
+    if (this.closed) return;
+    this.endOutage();
+    clearTimeout(this.flapTimer);
+    this.flapTimer = undefined;
+    this.flapDown = false;
+    this.dropLink('offline', false);
+    this.offlineTimer = this.options.clock.setTimeout(() => {
+      this.offlineTimer = undefined;
+      if (this.closed) return;
+      this.connect().catch(noop);
+    }, ms);
   }
 
   /** Drops the link if it is up, then connects again. */
@@ -507,7 +618,8 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     this.timers = undefined;
     clearTimeout(this.flapTimer);
     clearTimeout(this.reconnectTimer);
-    clearTimeout(this.playing?.timer);
+    this.endOutage();
+    this.clearMediaTimeout(this.playing?.timer);
     this.abandonPending();
     this.settleWaiters(new Error(`device ${this.id} closed`));
     const client = this.client;
@@ -529,6 +641,14 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   }
 
   // ---- connection -------------------------------------------------------------------------------------
+
+  /** Cancels a `goOffline` outage's return; true if one was under way. */
+  private endOutage(): boolean {
+    if (this.offlineTimer === undefined) return false;
+    this.options.clock.clearTimeout(this.offlineTimer);
+    this.offlineTimer = undefined;
+    return true;
+  }
 
   private openClient(): void {
     const client = connect(this.options.mqttUrl, {
@@ -688,8 +808,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       handled.status = status;
       handled.reason = reason;
     }
-    const drop = this.faultState.dropAcks;
-    if (drop === true || (typeof drop === 'number' && Math.random() < drop)) {
+    if (this.dropsAck()) {
       this.stats.droppedAcks += 1;
       return;
     }
@@ -698,6 +817,16 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     const delay = this.faultState.ackDelayMs;
     if (delay > 0) this.later(delay, () => this.notify('ack', ack));
     else this.notify('ack', ack);
+  }
+
+  private dropsAck(): boolean {
+    const drop = this.faultState.dropAcks;
+    if (typeof drop === 'object') {
+      if (this.acksToDrop <= 0) return false;
+      this.acksToDrop -= 1;
+      return true;
+    }
+    return drop === true || (typeof drop === 'number' && Math.random() < drop);
   }
 
   private log(
@@ -926,8 +1055,8 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   }
 
   private pastEnd(params: PlayCommand['params'], positionMs: number): boolean {
-    const durationMs = params.source.durationMs;
-    return durationMs !== undefined && positionMs >= durationMs * (params.repeat ?? 1);
+    const totalMs = sessionLengthMs(params);
+    return totalMs !== undefined && positionMs >= totalMs;
   }
 
   /**
@@ -1097,8 +1226,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
 
   private startPlayback(command: PlayCommand, commandIds: string[]): void {
     const params = command.params;
-    const durationMs = params.source.durationMs;
-    const totalMs = durationMs === undefined ? undefined : durationMs * (params.repeat ?? 1);
+    const totalMs = sessionLengthMs(params);
     // Computed when it goes on air: a download that outlasted the startAt joins where the broadcast is.
     const offsetMs = this.joinPosition(params);
     if (this.pastEnd(params, offsetMs)) {
@@ -1112,18 +1240,20 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       commandId: command.id,
       priority: command.priority,
       startedAt: this.isoNow(),
-      startedMono: performance.now(),
+      startedMedia: this.mediaNow(),
       offsetMs,
       totalMs,
+      durationMs: params.source.durationMs,
+      gapMs: params.repeatGapMs ?? 0,
+      plays: params.repeat ?? 1,
       timer: undefined,
     };
+    // One timer for the whole session, repeats and gaps included: nothing is announced between two plays
+    // (the session plays on, silent during a gap), and `finished` is logged once, after the last.
     if (totalMs !== undefined) {
-      playback.timer = setTimeout(
-        () => {
-          if (this.playing === playback) this.endPlayback('finished');
-        },
-        (totalMs - offsetMs) / this.speed,
-      );
+      playback.timer = this.mediaTimeout(() => {
+        if (this.playing === playback) this.endPlayback('finished');
+      }, totalMs - offsetMs);
     }
     this.playing = playback;
     for (const id of commandIds) this.ack(id, 'done');
@@ -1171,15 +1301,33 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
   private endPlayback(event: 'finished' | 'interrupted', reason?: string, announce = true): void {
     const playback = this.playing;
     if (!playback) return;
-    clearTimeout(playback.timer);
+    this.clearMediaTimeout(playback.timer);
     this.playing = null;
     this.log(event, playback, reason);
     if (announce) this.publishState();
   }
 
+  /** Where in the session (ms, repeats and gaps included) the playback is now. */
   private positionMs(playback: Playback): number {
-    const position = playback.offsetMs + (performance.now() - playback.startedMono) * this.speed;
+    const position = playback.offsetMs + (this.mediaNow() - playback.startedMedia);
     return Math.floor(playback.totalMs === undefined ? position : Math.min(position, playback.totalMs));
+  }
+
+  /** Media time in simulated ms (see the `playbackTime` option); only differences between two mean anything. */
+  private mediaNow(): number {
+    return this.options.playbackTime === 'clock' ? this.now() : performance.now() * this.speed;
+  }
+
+  /** Calls `fn` after `ms` of media time. */
+  private mediaTimeout(fn: () => void, ms: number): unknown {
+    if (this.options.playbackTime === 'clock') return this.options.clock.setTimeout(fn, ms);
+    return setTimeout(fn, ms / this.speed);
+  }
+
+  private clearMediaTimeout(handle: unknown): void {
+    if (handle === undefined) return;
+    if (this.options.playbackTime === 'clock') this.options.clock.clearTimeout(handle);
+    else clearTimeout(handle as NodeJS.Timeout);
   }
 
   /**
@@ -1197,7 +1345,8 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     this.outbox = undefined;
     this.bootedAt = performance.now();
     this.later((this.options.bootS * 1_000) / this.speed, () => {
-      this.connect().catch(noop);
+      // Booted during an outage (goOffline): the link comes back when the outage ends, not before.
+      if (!this.offline) this.connect().catch(noop);
     });
   }
 }

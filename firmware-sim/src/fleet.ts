@@ -127,6 +127,20 @@ export class Fleet extends EventEmitter<FleetEvents> {
     return { connected, failed, elapsedMs: Math.round(performance.now() - started) };
   }
 
+  /**
+   * Takes the devices `which` picks (all by default) offline now and brings each back after `ms` on its
+   * wall clock (SimDevice.goOffline). Returns how many went offline.
+   */
+  goOffline(ms: number, which: (device: SimDevice, index: number) => boolean = () => true): number {
+    let count = 0;
+    this.devices.forEach((device, index) => {
+      if (!which(device, index)) return;
+      device.goOffline(ms);
+      count += 1;
+    });
+    return count;
+  }
+
   async closeAll(): Promise<void> {
     await Promise.all(this.devices.map((device) => device.close()));
   }

@@ -2,6 +2,8 @@
 export {
   SimDevice,
   backoffDelay,
+  sessionLengthMs,
+  type PlaybackView,
   type CommandEvent,
   type DownloadEvent,
   type ReconnectEvent,
