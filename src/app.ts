@@ -34,6 +34,8 @@ import devicesModule from './modules/devices/devices.module.js';
 import devicesRoutes from './modules/devices/devices.routes.js';
 import emergenciesModule from './modules/emergencies/emergencies.module.js';
 import emergenciesRoutes from './modules/emergencies/emergencies.routes.js';
+import capRoutes from './modules/emergencies/cap.routes.js';
+import warningSourcesRoutes from './modules/emergencies/sources.routes.js';
 import healthModule from './modules/health/health.module.js';
 import healthRoutes from './modules/health/health.routes.js';
 import mediaModule from './modules/media/media.module.js';
@@ -202,6 +204,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       await api.register(ttsRoutes);
       await api.register(playbackRoutes);
       await api.register(emergenciesRoutes);
+      // Its own plugin, not wrapped: it swaps the JSON body parser for the CAP XML one in its scope only.
+      await api.register(capRoutes);
+      await api.register(warningSourcesRoutes);
     },
     { prefix: '/api/v1' },
   );

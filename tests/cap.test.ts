@@ -4,8 +4,10 @@ import { AppError, toProblem } from '../src/errors.js';
 import {
   CAP_MAX_BYTES,
   CAP_NAMESPACE,
+  MAX_POLYGON_POINTS,
   hazard,
   parseCap,
+  parsePolygon,
   pickInfo,
   riskLevel,
   spokenText,
@@ -310,6 +312,14 @@ describe('parseCap: refusals name what is wrong', () => {
           '"2026-11-26T14:30:00" is not a CAP date-time with an explicit offset, e.g. 2026-11-25T14:30:00+07:00',
       },
     ]);
+  });
+
+  it('refuses a polygon with more points than matching can afford', () => {
+    const ring = Array.from({ length: MAX_POLYGON_POINTS }, (_, i) => `16.${i % 10},107.${i % 7}`);
+    const polygon = [...ring, ring[0]].join(' ');
+    expect(parsePolygon(polygon)).toBe(
+      `a polygon may have at most ${MAX_POLYGON_POINTS} points; found ${MAX_POLYGON_POINTS + 1} (simplify it)`,
+    );
   });
 
   it('refuses bad polygons and circles', () => {

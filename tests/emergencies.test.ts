@@ -248,6 +248,16 @@ describe('emergencies', () => {
       expect.objectContaining({ deviceId: a2.id, status: 'queued', online: false, lastSeenAt: null }),
     ]);
 
+    // The month's report counts it while every record is still open (no outcome yet).
+    const report = await t.request(
+      'GET',
+      `/api/v1/reports/broadcast?areaId=${tree.district.id}&month=2026-11`,
+      {
+        token: operator,
+      },
+    );
+    expect(report.statusCode).toBe(200);
+
     // A commune user sees the commune's part only; a technician may watch too.
     const commune = await detail(emergencyId, communeOperator);
     expect(commune.counts).toMatchObject({ queued: 1, playing: 1, received: 0 });

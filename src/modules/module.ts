@@ -12,8 +12,10 @@ import type { AuditService } from './audit/audit.service.js';
 import type { AuthService } from './auth/auth.service.js';
 import type { CommandsService } from './commands/commands.service.js';
 import type { DevicesService } from './devices/devices.service.js';
+import type { CapIngestService } from './emergencies/cap.ingest.js';
 import type { EmergenciesService } from './emergencies/emergencies.service.js';
 import type { EmergencyEvents } from './emergencies/events.js';
+import type { WarningSourcesService } from './emergencies/sources.service.js';
 import type { Dispatcher } from './schedules/dispatcher.js';
 import type { HealthService } from './health/health.service.js';
 import type { MediaService } from './media/media.service.js';
@@ -40,6 +42,8 @@ export interface Services {
   dispatcher: Dispatcher;
   emergencies: EmergenciesService;
   emergencyEvents: EmergencyEvents;
+  capIngest: CapIngestService;
+  warningSources: WarningSourcesService;
 }
 
 declare module 'fastify' {

@@ -66,7 +66,10 @@ export const emergencyAreas = sqliteTable(
     areaId: text('area_id').notNull(),
     areaPath: text('area_path').notNull(),
   },
-  (t) => [primaryKey({ columns: [t.emergencyId, t.areaId] }), index('emergency_areas_path_idx').on(t.areaPath)],
+  (t) => [
+    primaryKey({ columns: [t.emergencyId, t.areaId] }),
+    index('emergency_areas_path_idx').on(t.areaPath),
+  ],
 );
 
 /**
@@ -87,7 +90,10 @@ export const warningSources = sqliteTable(
     lastUsedAt: integer('last_used_at', { mode: 'timestamp_ms' }),
     revokedAt: integer('revoked_at', { mode: 'timestamp_ms' }),
   },
-  (t) => [uniqueIndex('warning_sources_key_idx').on(t.keyHash), index('warning_sources_area_idx').on(t.areaId)],
+  (t) => [
+    uniqueIndex('warning_sources_key_idx').on(t.keyHash),
+    index('warning_sources_area_idx').on(t.areaId),
+  ],
 );
 export type WarningSourceRow = typeof warningSources.$inferSelect;
 

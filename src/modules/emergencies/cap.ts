@@ -445,10 +445,21 @@ function parsePoint(text: string): LatLon | string {
   return [lat, lon];
 }
 
+/**
+ * Points a polygon may have. Matching tests every device against every edge, so a 1 MB polygon (50,000
+ * points) against 10,000 devices would hold the server for seconds; a district's outline needs a few
+ * hundred points, a detailed coastline a few thousand.
+ */
+export const MAX_POLYGON_POINTS = 5_000;
+
 /** Spec §3.2.4 polygon: whitespace-separated "lat,lon" pairs, at least 4, the first equal to the last. */
 export function parsePolygon(text: string): LatLon[] | string {
   const points: LatLon[] = [];
-  for (const pair of text.trim().split(/\s+/).filter(Boolean)) {
+  const pairs = text.trim().split(/\s+/).filter(Boolean);
+  if (pairs.length > MAX_POLYGON_POINTS) {
+    return `a polygon may have at most ${MAX_POLYGON_POINTS} points; found ${pairs.length} (simplify it)`;
+  }
+  for (const pair of pairs) {
     const point = parsePoint(pair);
     if (typeof point === 'string') return point;
     points.push(point);

@@ -1,9 +1,12 @@
 import fp from 'fastify-plugin';
 import type { ModuleOptions } from '../module.js';
+import { CapIngestService } from './cap.ingest.js';
+import { CapRepository } from './cap.repository.js';
 import { EmergenciesRepository } from './emergencies.repository.js';
 import { EmergenciesService } from './emergencies.service.js';
 import { EmergencyEvents } from './events.js';
 import { EmergencyRenderer } from './render.js';
+import { WarningSourcesService } from './sources.service.js';
 
 /** How often devices that got an emergency and never answered are looked at for a re-send. */
 const RESEND_CHECK_MS = 1_000;
@@ -46,6 +49,17 @@ export default fp<ModuleOptions>(
     const events = new EmergencyEvents(service, repo, clock, log);
     app.services.emergencies = service;
     app.services.emergencyEvents = events;
+    // CAP 1.2 alerts from warning systems, and the keys those systems use.
+    const capRepo = new CapRepository(app.db);
+    app.services.warningSources = new WarningSourcesService(capRepo, areas, audit, clock);
+    app.services.capIngest = new CapIngestService(
+      capRepo,
+      service,
+      areas,
+      audit,
+      clock,
+      app.log.child({ module: 'cap' }),
+    );
 
     app.addHook('onReady', async () => {
       service.start();

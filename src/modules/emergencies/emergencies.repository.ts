@@ -7,13 +7,16 @@ import { DEVICE_STATUSES, type DeviceCounts, type DeviceStatus } from './emergen
 /**
  * A device's status with an emergency, derived from what is already recorded: the delivery of the play
  * command (sent, acked) and the playback log record of its session (started, finished, cut short). The
- * log wins when it says more: a device that logged `started` plays even if its `done` ack was lost.
+ * log wins when it says more: a device that logged `started` plays even if its `done` ack was lost. A
+ * session cut short (cancelled, or replaced by another emergency) is `stopped` as soon as the device says
+ * so: its record stays open until the expiry (a schedule's session may resume), an emergency's never does.
  */
 const STATUS_SQL = `CASE
   WHEN p.outcome = 'played' THEN 'played'
   WHEN p.outcome = 'failed' THEN 'failed'
   WHEN p.outcome IS NOT NULL AND p.started_at IS NOT NULL THEN 'stopped'
   WHEN p.outcome IS NOT NULL THEN 'undelivered'
+  WHEN p.started_at IS NOT NULL AND p.playing_since IS NULL AND p.interruptions > 0 THEN 'stopped'
   WHEN p.started_at IS NOT NULL THEN 'playing'
   WHEN d.status = 'done' THEN 'playing'
   WHEN d.status = 'received' THEN 'received'

@@ -56,9 +56,9 @@ export class BroadcastReports {
       counts: sqlite.prepare<{ areaIds: string; from: number; to: number }, CountsRow>(
         `SELECT a.id AS areaId, ${KIND} AS kind, COUNT(DISTINCT p.session_id) AS occurrences,
            COUNT(DISTINCT p.emergency_id) AS emergencies, COUNT(*) AS records,
-           SUM(p.outcome = 'played') AS played, SUM(p.outcome = 'partial') AS partial,
-           SUM(p.outcome = 'failed') AS failed, SUM(p.outcome = 'skipped') AS skipped,
-           SUM(p.outcome = 'expired') AS expired, SUM(p.outcome = 'undelivered') AS undelivered,
+           TOTAL(p.outcome = 'played') AS played, TOTAL(p.outcome = 'partial') AS partial,
+           TOTAL(p.outcome = 'failed') AS failed, TOTAL(p.outcome = 'skipped') AS skipped,
+           TOTAL(p.outcome = 'expired') AS expired, TOTAL(p.outcome = 'undelivered') AS undelivered,
            SUM(p.outcome IS NULL) AS pending, SUM(p.aired_ms) AS airedMs
          FROM areas a JOIN ${RECORDS_OF_AREA}
          WHERE ${areasIn} GROUP BY a.id, kind`,
@@ -77,7 +77,7 @@ export class BroadcastReports {
       >(
         `SELECT a.id AS areaId, p.programme_id AS programmeId, MAX(p.programme_title) AS title,
            COUNT(DISTINCT p.session_id) AS occurrences, COUNT(*) AS targeted,
-           SUM(p.outcome = 'played') AS played, SUM(p.outcome = 'partial') AS partial
+           TOTAL(p.outcome = 'played') AS played, TOTAL(p.outcome = 'partial') AS partial
          FROM areas a JOIN ${RECORDS_OF_AREA}
          WHERE ${areasIn} AND p.programme_id IS NOT NULL AND p.emergency_id IS NULL
          GROUP BY a.id, p.programme_id ORDER BY a.id, title, p.programme_id`,
@@ -116,7 +116,8 @@ export class BroadcastReports {
          FROM (
            SELECT a.id AS areaId, p.exercise AS exercise, p.emergency_id AS emergencyId,
              MAX(p.programme_title) AS title, MIN(p.due_at) AS dueAt,
-             MAX(p.outcome = 'played') AS played, MAX(p.outcome = 'partial') AS partial
+             MAX(COALESCE(p.outcome = 'played', 0)) AS played,
+             MAX(COALESCE(p.outcome = 'partial', 0)) AS partial
            FROM areas a JOIN ${RECORDS_OF_AREA}
            WHERE ${areasIn} AND p.emergency_id IS NOT NULL
            GROUP BY a.id, p.emergency_id, p.exercise, p.device_id)
