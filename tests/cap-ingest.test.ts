@@ -152,6 +152,20 @@ describe('POST /api/v1/emergencies/cap', () => {
     expect(res.statusCode, res.body).toBe(201);
     return res.json<{ id: string; credentials: { clientId: string; username: string; password: string } }>();
   };
+  /** A warning-source key limited to an area, as an admin creates it. */
+  const sourceKey = async (name: string, areaId: string) => {
+    const res = await t.request('POST', '/api/v1/warning-sources', {
+      token: t.adminToken,
+      body: { name, areaId },
+    });
+    expect(res.statusCode, res.body).toBe(201);
+    return res.json<{ id: string; key: string }>();
+  };
+  const statusOf = async (emergencyId: string) => {
+    const res = await t.request('GET', `/api/v1/emergencies/${emergencyId}`, { token: t.adminToken });
+    expect(res.statusCode, res.body).toBe(200);
+    return res.json<{ status: string }>().status;
+  };
   /** The devices an emergency's play command went to. */
   const targetsOf = (commandId: string) =>
     (
@@ -620,14 +634,71 @@ describe('POST /api/v1/emergencies/cap', () => {
       expect(outcomes.map((o) => o.replayed)).toEqual([false, true, true]);
     });
 
-    it('refuses the same identifier from another user with 409, playing nothing', async () => {
+    it('refuses another message under an identifier already used (a Cancel sent as its Alert), doing nothing', async () => {
       await device(areas.haiPhu, 'Cụm loa thôn Đông');
-      await accepted(cap({ identifier: 'QT-CUA-AI' }));
-      const operator = await t.createUser('district_operator', areas.haiLang);
-      const res = await post(cap({ identifier: 'QT-CUA-AI' }), { token: operator });
-      expect(res.statusCode).toBe(409);
-      expect(problem(res).detail).toContain('already received from another user or warning source');
+      const first = await accepted(cap({ identifier: 'QT-2-LAN' }), 201);
+      const misused = await post(
+        cap({
+          identifier: 'QT-2-LAN',
+          msgType: 'Cancel',
+          references: `${SENDER},QT-2-LAN,2026-11-25T14:30:00+07:00`,
+        }),
+      );
+      expect(misused.statusCode).toBe(409);
+      expect(problem(misused).detail).toContain('already used for another message');
       expect(count('emergencies')).toBe(1);
+      expect(count('cap_messages')).toBe(1);
+      const emergency = await t.request('GET', `/api/v1/emergencies/${first.emergencyId}`, {
+        token: t.adminToken,
+      });
+      expect(emergency.json<{ status: string }>().status).toBe('active');
+    });
+
+    it('takes the same alert from another key as its own: each plays it in its own province', async () => {
+      // One national alert forwarded by the Quảng Trị and the Huế centres, each with its own key.
+      const quangTri = await device(areas.haiPhu, 'Cụm loa thôn Đông – Hải Phú');
+      const hue = await device(areas.hue, 'Cụm loa phường Phú Hội – Huế');
+      const qtKey = await sourceKey('Đài KTTV tỉnh Quảng Trị', areas.quangTri);
+      const hueKey = await sourceKey('Đài KTTV Thừa Thiên Huế', areas.hue);
+      const doc = cap({
+        identifier: 'VN-NCHMF-2026-BAO09-001',
+        infos: [info({ headline: 'Bão số 9 – Quảng Trị và Huế', areas: [{ codes: ['45', '46'] }] })],
+      });
+
+      const fromQt = await accepted(doc, 201, qtKey.key);
+      const fromHue = await accepted(doc, 201, hueKey.key);
+      expect(fromHue.replayed).toBe(false);
+      expect(fromHue.emergencyId).not.toBe(fromQt.emergencyId);
+      expect(targetsOf(fromQt.emergency!.commandId)).toEqual([quangTri.id]);
+      expect(targetsOf(fromHue.emergency!.commandId)).toEqual([hue.id]);
+      expect(fromQt.unmatched).toEqual([
+        { kind: 'geocode', value: '46', areaDesc: 'Vùng cảnh báo', reason: 'outside_scope' },
+      ]);
+      expect(fromHue.unmatched).toEqual([
+        { kind: 'geocode', value: '45', areaDesc: 'Vùng cảnh báo', reason: 'outside_scope' },
+      ]);
+
+      // Each key's retry is still a replay of its own answer, and plays nothing.
+      expect(await accepted(doc, 200, hueKey.key)).toEqual({ ...fromHue, replayed: true });
+      expect(await accepted(doc, 200, qtKey.key)).toEqual({ ...fromQt, replayed: true });
+      expect(count('emergencies')).toBe(2);
+      expect(t.query('SELECT principal FROM cap_messages ORDER BY id')).toEqual([
+        { principal: qtKey.id },
+        { principal: hueKey.id },
+      ]);
+    });
+
+    it('takes the same identifier from a user as a separate submission too, within their area', async () => {
+      const own = await device(areas.haiPhu, 'Cụm loa thôn Đông');
+      await device(areas.hue, 'Cụm loa Huế');
+      const doc = cap({ identifier: 'QT-CUA-AI', infos: [info({ areas: [{ codes: ['19501', '46'] }] })] });
+      const admin = await accepted(doc);
+      expect(admin.emergency!.targetCount).toBe(2);
+      const operator = await t.createUser('district_operator', areas.haiLang);
+      const mine = await accepted(doc, 201, operator);
+      expect(mine).toMatchObject({ outcome: 'sent', replayed: false });
+      expect(targetsOf(mine.emergency!.commandId)).toEqual([own.id]);
+      expect(count('emergencies')).toBe(2);
     });
 
     it('does not count a refused alert as received: fixed and sent again, it plays', async () => {
@@ -635,6 +706,98 @@ describe('POST /api/v1/emergencies/cap', () => {
       expect((await post(doc)).statusCode).toBe(422);
       await device(areas.haiPhu, 'Cụm loa thôn Đông');
       await accepted(doc, 201);
+    });
+  });
+
+  describe('per key or user', () => {
+    beforeEach(() => setUp());
+
+    it('does not let a commune key that posted a national alert first block the district key sending it', async () => {
+      const haiPhu = await device(areas.haiPhu, 'Cụm loa thôn Đông – Hải Phú');
+      const haiThuong = await device(areas.haiThuong, 'Cụm loa thôn Tây – Hải Thượng');
+      const commune = await sourceKey('Xã Hải Phú (cấu hình nhầm)', areas.haiPhu);
+      const district = await sourceKey('Đài truyền thanh huyện Hải Lăng', areas.haiLang);
+      // The commune key claims the national centre's <sender> and guesses the next identifier.
+      const doc = cap({
+        identifier: 'VN-NCHMF-2026-0042',
+        infos: [info({ headline: 'Cảnh báo lũ quét huyện Hải Lăng', areas: [{ codes: ['464'] }] })],
+      });
+      const first = await accepted(doc, 201, commune.key);
+      expect(targetsOf(first.emergency!.commandId)).toEqual([haiPhu.id]);
+
+      // The real alert, through the district's key, still plays on every loudspeaker of the district.
+      const real = await accepted(doc, 201, district.key);
+      expect(real).toMatchObject({ outcome: 'sent', replayed: false, sender: SENDER });
+      expect(real.emergencyId).not.toBe(first.emergencyId);
+      expect(targetsOf(real.emergency!.commandId)).toEqual([haiPhu.id, haiThuong.id].sort());
+      expect(real.emergency!.sentBy).toMatchObject({ kind: 'source', id: district.id });
+    });
+
+    it("does not let one key cancel another's alert; an admin may, everywhere it was forwarded", async () => {
+      await device(areas.haiPhu, 'Cụm loa thôn Đông – Hải Phú');
+      await device(areas.haiThuong, 'Cụm loa Hải Thượng');
+      const commune = await sourceKey('Xã Hải Phú', areas.haiPhu);
+      const district = await sourceKey('Huyện Hải Lăng', areas.haiLang);
+      const alert = await accepted(
+        cap({ identifier: 'HL-LU-1', infos: [info({ areas: [{ codes: ['464'] }] })] }),
+        201,
+        district.key,
+      );
+      const cancelOf = (identifier: string, references: string) =>
+        cap({
+          identifier,
+          msgType: 'Cancel',
+          references: references
+            .split(' ')
+            .map((id) => `${SENDER},${id},2026-11-25T14:30:00+07:00`)
+            .join(' '),
+        });
+
+      const foreign = await post(cancelOf('HL-LU-1-HUY', 'HL-LU-1'), { token: commune.key });
+      expect(foreign.statusCode).toBe(404);
+      expect(problem(foreign).detail).toContain(`${SENDER},HL-LU-1 (never received from you)`);
+      const operator = await t.createUser('district_operator', areas.haiLang);
+      expect((await post(cancelOf('HL-LU-1-HUY', 'HL-LU-1'), { token: operator })).statusCode).toBe(404);
+      expect(await statusOf(alert.emergencyId!)).toBe('active');
+
+      const byAdmin = await accepted(cancelOf('HL-LU-1-HUY', 'HL-LU-1'), 200);
+      expect(byAdmin).toMatchObject({ outcome: 'cancelled', emergencyIds: [alert.emergencyId] });
+      expect(await statusOf(alert.emergencyId!)).toBe('cancelled');
+
+      // An alert both keys forwarded: the admin's one Cancel stops both emergencies.
+      const doc = cap({ identifier: 'HL-LU-2', infos: [info({ areas: [{ codes: ['464'] }] })] });
+      const a = await accepted(doc, 201, district.key);
+      const b = await accepted(doc, 201, commune.key);
+      const both = await accepted(cancelOf('HL-LU-2-HUY', 'HL-LU-2'), 200);
+      expect(both.emergencyIds).toEqual([a.emergencyId, b.emergencyId]);
+      expect(await statusOf(a.emergencyId!)).toBe('cancelled');
+      expect(await statusOf(b.emergencyId!)).toBe('cancelled');
+    });
+
+    it('makes a Cancel that arrives while its alert is being rendered wait for it, then cancel it', async () => {
+      await device(areas.haiPhu, 'Cụm loa thôn Đông – Hải Phú');
+      const key = await sourceKey('Đài KTTV tỉnh Quảng Trị', areas.quangTri);
+      // Not awaited: the alert is still being rendered (about a second) when the Cancel comes in. Both pass
+      // the same hooks and body parser, so the alert reaches the ingest first.
+      const alertRequest = post(cap({ identifier: 'QT-VOI-1' }), { token: key.key });
+      const cancelRequest = post(
+        cap({
+          identifier: 'QT-VOI-1-HUY',
+          msgType: 'Cancel',
+          references: `${SENDER},QT-VOI-1,2026-11-25T14:30:00+07:00`,
+        }),
+        { token: key.key },
+      );
+      const [alertRes, cancelRes] = await Promise.all([alertRequest, cancelRequest]);
+      expect(alertRes.statusCode, alertRes.body).toBe(201);
+      expect(cancelRes.statusCode, cancelRes.body).toBe(200);
+      const alert = alertRes.json<Answer>();
+      expect(cancelRes.json<Answer>()).toMatchObject({
+        outcome: 'cancelled',
+        emergencyId: alert.emergencyId,
+        emergency: { id: alert.emergencyId, status: 'cancelled' },
+      });
+      expect(await statusOf(alert.emergencyId!)).toBe('cancelled');
     });
   });
 

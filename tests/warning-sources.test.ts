@@ -166,8 +166,8 @@ describe('warning sources', () => {
       t.query(`SELECT device_id FROM command_deliveries WHERE command_id = '${answer.emergency.commandId}'`),
     ).toEqual([{ device_id: d }]);
     expect((await list())[0]!.lastUsedAt).toBe('2026-11-25T07:36:00.000Z');
-    expect(t.query('SELECT source_id, user_id FROM cap_messages')).toEqual([
-      { source_id: source.id, user_id: null },
+    expect(t.query('SELECT principal, source_id, user_id FROM cap_messages')).toEqual([
+      { principal: source.id, source_id: source.id, user_id: null },
     ]);
     const audit = t.query("SELECT actor_id, details FROM audit_log WHERE action = 'cap.ingest'") as {
       actor_id: string | null;

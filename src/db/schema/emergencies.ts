@@ -101,13 +101,20 @@ export const CAP_OUTCOMES = ['sent', 'updated', 'cancelled', 'not_played'] as co
 export type CapOutcome = (typeof CAP_OUTCOMES)[number];
 
 /**
- * Every CAP document accepted, once per (sender, identifier): a replay is answered from here and plays
- * nothing. Test, System and Draft alerts are kept here and never played (`not_played`).
+ * Every CAP document accepted, once per principal and (sender, identifier): a replay is answered from here
+ * and plays nothing. `<sender>` is only what the document says, so the same alert from another key or user
+ * is its own submission (see src/modules/emergencies/cap.ingest.ts). Test, System and Draft alerts are
+ * kept here and never played (`not_played`).
  */
 export const capMessages = sqliteTable(
   'cap_messages',
   {
     id: integer('id').primaryKey({ autoIncrement: true }),
+    /**
+     * Who submitted it: the warning source's id for a key, the user's id for a user token. The default only
+     * lets the migration add the column to rows kept from before, which no principal's lookup then matches.
+     */
+    principal: text('principal').notNull().default(''),
     sender: text('sender').notNull(),
     identifier: text('identifier').notNull(),
     sent: integer('sent', { mode: 'timestamp_ms' }).notNull(),
@@ -125,7 +132,8 @@ export const capMessages = sqliteTable(
     document: text('document').notNull(),
   },
   (t) => [
-    uniqueIndex('cap_messages_identity_idx').on(t.sender, t.identifier),
+    // (sender, identifier) first: an admin's reference looks an alert up among every principal's.
+    uniqueIndex('cap_messages_identity_idx').on(t.sender, t.identifier, t.principal),
     index('cap_messages_emergency_idx').on(t.emergencyId),
   ],
 );

@@ -8,9 +8,16 @@
  * An Update changes the title, the spoken text and (only later) the expiry of the emergency; its areas are
  * not matched again (the emergency keeps its loudspeakers).
  *
- * Every alert accepted is stored once per (sender, identifier) with the answer given (cap_messages), so a
- * warning system that posts the same alert again — its retry after a lost answer, a second feed — gets the
- * first answer back and nothing plays twice.
+ * Every alert accepted is stored once per principal and (sender, identifier) with the answer given
+ * (cap_messages), so a warning system that posts the same alert again — its retry after a lost answer, a
+ * second feed — gets the first answer back and nothing plays twice. The principal is who submitted it: a
+ * warning source (its key) or a user. `<sender>` is only what the document claims, so it cannot be the
+ * identity: keyed on it alone, any key (a commune's, misconfigured or stolen) could post first under the
+ * national centre's name with a predictable identifier and make the real alert, from another key, a
+ * "replay" that never plays. The same alert from another principal is therefore its own submission, played
+ * within that principal's own area (one national alert forwarded by two provincial keys plays in both
+ * provinces). For the same reason an Update or Cancel acts only on the alerts its own principal sent; an
+ * admin's may name anyone's.
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type { CapMessageRow } from '../../db/schema/index.js';
@@ -51,6 +58,28 @@ const TITLE_MAX = 200;
 export interface CapResult {
   statusCode: 200 | 201;
   answer: CapAnswer;
+}
+
+/** Who submitted a document: what idempotency and references are keyed on (see the top of this file). */
+interface Principal {
+  id: string;
+  /** An admin user: may reference every principal's alerts. */
+  admin: boolean;
+}
+
+function principalOf(sender: Sender): Principal {
+  return sender.kind === 'user'
+    ? { id: sender.actor.id, admin: sender.actor.role === 'admin' }
+    : { id: sender.source.id, admin: false };
+}
+
+/** A document being applied. `seq` orders them: one waits only for those that began before it. */
+interface Applying {
+  principal: string;
+  sender: string;
+  identifier: string;
+  seq: number;
+  done: Promise<unknown>;
 }
 
 const sourceOf = (sender: Sender) => (sender.kind === 'source' ? sender.source : null);
@@ -107,8 +136,13 @@ function boundingBox(areas: readonly CapArea[]): BoundingBox | null {
 }
 
 export class CapIngestService {
-  /** Alerts being applied, by (sender, identifier): a second copy waits for the first, then is a replay. */
-  private readonly inFlight = new Map<string, Promise<unknown>>();
+  /**
+   * Documents being applied, by principal and (sender, identifier): a second copy from the same principal
+   * waits for the first, then is a replay; an Update or Cancel waits for the alerts it references (see
+   * awaitReferenced).
+   */
+  private readonly inFlight = new Map<string, Applying>();
+  private seq = 0;
 
   constructor(
     private readonly repo: CapRepository,
@@ -128,8 +162,9 @@ export class CapIngestService {
     try {
       alert = parseCap(document);
       const parsed = alert;
-      const result = await this.once(`${parsed.sender}\u0000${parsed.identifier}`, () =>
-        this.apply(sender, parsed, document),
+      const principal = principalOf(sender);
+      const result = await this.once(principal, parsed, (seq) =>
+        this.apply(sender, principal, parsed, document, seq),
       );
       this.record(sender, alert, {
         outcome: result.answer.outcome,
@@ -159,12 +194,24 @@ export class CapIngestService {
     );
   }
 
-  private async once<T>(key: string, work: () => Promise<T>): Promise<T> {
+  private async once<T>(
+    principal: Principal,
+    alert: CapAlert,
+    work: (seq: number) => Promise<T>,
+  ): Promise<T> {
+    const key = `${principal.id}\u0000${alert.sender}\u0000${alert.identifier}`;
     for (let pending = this.inFlight.get(key); pending; pending = this.inFlight.get(key)) {
-      await pending.catch(() => undefined);
+      await pending.done.catch(() => undefined);
     }
-    const running = work();
-    this.inFlight.set(key, running);
+    const seq = ++this.seq;
+    const running = work(seq);
+    this.inFlight.set(key, {
+      principal: principal.id,
+      sender: alert.sender,
+      identifier: alert.identifier,
+      seq,
+      done: running,
+    });
     try {
       return await running;
     } finally {
@@ -172,9 +219,33 @@ export class CapIngestService {
     }
   }
 
-  private async apply(sender: Sender, alert: CapAlert, document: string): Promise<CapResult> {
-    const known = this.repo.findMessage(alert.sender, alert.identifier);
-    if (known) return this.replay(sender, known);
+  /**
+   * Waits for the alerts an Update or Cancel references that are still being applied (rendering takes about
+   * a second): a warning system that sends a Cancel right after its Alert means that alert, and must not be
+   * told 404 because the alert was not stored yet. Only documents that began earlier are waited for, so two
+   * that reference each other cannot wait for each other; only those of the same principal (any, for an
+   * admin), as only those could be referenced.
+   */
+  private async awaitReferenced(principal: Principal, alert: CapAlert, seq: number): Promise<void> {
+    const waits: Promise<unknown>[] = [];
+    for (const entry of this.inFlight.values()) {
+      if (entry.seq >= seq || (!principal.admin && entry.principal !== principal.id)) continue;
+      if (alert.references.some((r) => r.sender === entry.sender && r.identifier === entry.identifier)) {
+        waits.push(entry.done.catch(() => undefined));
+      }
+    }
+    await Promise.all(waits);
+  }
+
+  private async apply(
+    sender: Sender,
+    principal: Principal,
+    alert: CapAlert,
+    document: string,
+    seq: number,
+  ): Promise<CapResult> {
+    const known = this.repo.findMessage(principal.id, alert.sender, alert.identifier);
+    if (known) return this.replay(known, alert);
 
     const base = {
       status: alert.status,
@@ -214,7 +285,8 @@ export class CapIngestService {
         },
       };
     } else {
-      const ids = this.referencedEmergencies(alert);
+      await this.awaitReferenced(principal, alert, seq);
+      const ids = this.referencedEmergencies(principal, alert);
       const views = [];
       if (alert.msgType === 'Update') {
         const { title, text, expiresAt } = this.content(alert);
@@ -240,31 +312,36 @@ export class CapIngestService {
         },
       };
     }
-    this.store(sender, alert, document, result.answer);
+    this.store(sender, principal, alert, document, result.answer);
     return result;
   }
 
   /**
-   * The first answer again. Only to whoever sent it the first time: another key or user posting the same
-   * (sender, identifier) would otherwise be told "replayed" about an emergency outside its own area, and
-   * would wrongly believe its own loudspeakers had played it.
+   * The first answer again, to the principal that got it (found by principal: never another's). Only for
+   * the same message: CAP makes (sender, identifier) name one message, so the same pair on another
+   * message (another `sent`, msgType or status: a Cancel sent under its Update's identifier, say) is a
+   * sender's mistake, refused so that it is not taken for done.
    */
-  private replay(sender: Sender, known: CapMessageRow): CapResult {
-    const sameSender =
-      sender.kind === 'user' ? known.userId === sender.actor.id : known.sourceId === sender.source.id;
-    if (!sameSender) {
+  private replay(known: CapMessageRow, alert: CapAlert): CapResult {
+    if (
+      known.sent.getTime() !== alert.sent.getTime() ||
+      known.msgType !== alert.msgType ||
+      known.status !== alert.status
+    ) {
       throw new AppError(
         'conflict',
-        `alert ${known.sender},${known.identifier} was already received from another user or warning source; ` +
-          'nothing was played. Send a new identifier',
+        `identifier ${alert.identifier} from ${alert.sender} was already used for another message ` +
+          `(${known.msgType}, ${known.status}, sent ${known.sent.toISOString()}); nothing was done. ` +
+          'A new message needs a new identifier.',
       );
     }
     return { statusCode: 200, answer: { ...(known.answer as CapAnswer), replayed: true } };
   }
 
-  private store(sender: Sender, alert: CapAlert, document: string, answer: CapAnswer) {
+  private store(sender: Sender, principal: Principal, alert: CapAlert, document: string, answer: CapAnswer) {
     try {
       this.repo.insertMessage({
+        principal: principal.id,
         sender: alert.sender,
         identifier: alert.identifier,
         sent: alert.sent,
@@ -480,23 +557,33 @@ export class CapIngestService {
    * of earlier messages). A chain usually names every earlier message; those never received here (refused,
    * or sent to another system), never played (Test), or of the other mode (a drill may never change a real
    * alert, nor the reverse) are passed over as long as one names an emergency. None → 404 naming them all.
+   *
+   * A reference is looked up among the principal's own messages only ("never received" covers another's:
+   * a key cannot stop or rewrite what another key sent); an admin's among everyone's, so an admin's Cancel
+   * of an alert that several keys forwarded stops every emergency it started.
    */
-  private referencedEmergencies(alert: CapAlert): string[] {
+  private referencedEmergencies(principal: Principal, alert: CapAlert): string[] {
     const ids: string[] = [];
-    const skipped: string[] = [];
+    const skipped = new Set<string>();
     for (const ref of alert.references) {
       const name = `${ref.sender},${ref.identifier}`;
-      const row = this.repo.findMessage(ref.sender, ref.identifier);
-      if (!row) skipped.push(`${name} (never received)`);
-      else if (row.emergencyId === null) skipped.push(`${name} (not played)`);
-      else if (row.status !== alert.status)
-        skipped.push(`${name} (status ${row.status}, not ${alert.status})`);
-      else if (!ids.includes(row.emergencyId)) ids.push(row.emergencyId);
+      const rows = this.repo.findReferenced(
+        principal.admin ? null : principal.id,
+        ref.sender,
+        ref.identifier,
+      );
+      if (rows.length === 0) skipped.add(`${name} (never received${principal.admin ? '' : ' from you'})`);
+      for (const row of rows) {
+        if (row.emergencyId === null) skipped.add(`${name} (not played)`);
+        else if (row.status !== alert.status)
+          skipped.add(`${name} (status ${row.status}, not ${alert.status})`);
+        else if (!ids.includes(row.emergencyId)) ids.push(row.emergencyId);
+      }
     }
     if (ids.length === 0) {
       throw new AppError(
         'not_found',
-        `body.alert.references: no referenced alert started an emergency here: ${skipped.join('; ')}; nothing was played`,
+        `body.alert.references: no referenced alert started an emergency here: ${[...skipped].join('; ')}; nothing was played`,
       );
     }
     return ids;

@@ -28,7 +28,7 @@ export interface BoundingBox {
 
 export type WarningSourceWithArea = WarningSourceRow & { areaName: string; areaPath: string };
 
-/** Thrown when another request stored the same (sender, identifier) first: the UNIQUE index decides. */
+/** Thrown when the same principal stored the same (sender, identifier) first: the UNIQUE index decides. */
 export class DuplicateCapMessage extends Error {
   override name = 'DuplicateCapMessage';
 }
@@ -37,15 +37,37 @@ export class DuplicateCapMessage extends Error {
 export class CapRepository {
   constructor(private readonly db: Db) {}
 
-  findMessage(sender: string, identifier: string): CapMessageRow | undefined {
+  /** What this principal (a warning source's or a user's id) stored under (sender, identifier). */
+  findMessage(principal: string, sender: string, identifier: string): CapMessageRow | undefined {
     return this.db
       .select()
       .from(capMessages)
-      .where(and(eq(capMessages.sender, sender), eq(capMessages.identifier, identifier)))
+      .where(
+        and(
+          eq(capMessages.sender, sender),
+          eq(capMessages.identifier, identifier),
+          eq(capMessages.principal, principal),
+        ),
+      )
       .get();
   }
 
-  /** Throws DuplicateCapMessage when (sender, identifier) is already stored. */
+  /**
+   * The messages a reference to (sender, identifier) may name: the principal's own (at most one), or with
+   * principal null (an admin) every principal's, oldest first.
+   */
+  findReferenced(principal: string | null, sender: string, identifier: string): CapMessageRow[] {
+    const where: SQL[] = [eq(capMessages.sender, sender), eq(capMessages.identifier, identifier)];
+    if (principal !== null) where.push(eq(capMessages.principal, principal));
+    return this.db
+      .select()
+      .from(capMessages)
+      .where(and(...where))
+      .orderBy(asc(capMessages.id))
+      .all();
+  }
+
+  /** Throws DuplicateCapMessage when (principal, sender, identifier) is already stored. */
   insertMessage(row: Omit<CapMessageRow, 'id'>): CapMessageRow {
     try {
       return this.db.insert(capMessages).values(row).returning().get();

@@ -60,8 +60,9 @@ const routes: FastifyPluginAsyncZod = async (app) => {
           'Body: a CAP 1.2 document (application/cap+xml or application/xml, UTF-8, at most 1 MB, no DTD). ' +
           'Authorization: Bearer with a user token (admin, district_operator; their area applies) or a ' +
           'warning-source key loa_wsk_… (its area applies). status Actual plays, Exercise plays as a drill, ' +
-          'Test/System/Draft are kept and never played. The same sender and identifier again get the first ' +
-          'answer (replayed: true) and play nothing. Targets: <geocode> VN-ADMIN by area code, <polygon> and ' +
+          'Test/System/Draft are kept and never played. The same sender and identifier again from the same key ' +
+          'or user get the first answer (replayed: true) and play nothing; from another, they are its own ' +
+          "alert, played in its own area. Update/Cancel reference your own alerts (an admin: anyone's). Targets: <geocode> VN-ADMIN by area code, <polygon> and " +
           '<circle> by device position; what matched nothing is listed in `unmatched` (docs/emergency.md).',
         response: { 200: capAnswerSchema, 201: capAnswerSchema },
       },

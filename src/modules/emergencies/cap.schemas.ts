@@ -50,7 +50,7 @@ export const capAnswerSchema = z.object({
   emergency: emergencySchema.nullable().describe('The emergency as it was after this alert'),
   replayed: z
     .boolean()
-    .describe('true: this (sender, identifier) had been received before; this is the first answer again'),
+    .describe('true: the same key or user sent this (sender, identifier) before; the first answer again'),
 });
 export type CapAnswer = z.infer<typeof capAnswerSchema>;
 

@@ -28,12 +28,15 @@ const STATUS_SQL = `CASE
 /** When a device's status last changed: the SSE stream's cursor. */
 const AT_SQL = `MAX(d.updated_at, COALESCE(d.sent_at, 0), COALESCE(p.updated_at, 0))`;
 
-const FROM_SQL = `FROM command_deliveries d
-  LEFT JOIN devices dev ON dev.id = d.device_id
+/** A delivery `d`'s device, its area and its playback record in the session `sessionExpr`. */
+const deviceJoins = (sessionExpr: string) => `LEFT JOIN devices dev ON dev.id = d.device_id
   LEFT JOIN areas a ON a.id = dev.area_id
-  LEFT JOIN playback_log p ON p.session_id = @sessionId AND p.device_id = d.device_id
-  WHERE d.command_id = @commandId
-    AND (@path IS NULL OR (a.path >= @path AND a.path < @pathEnd))`;
+  LEFT JOIN playback_log p ON p.session_id = ${sessionExpr} AND p.device_id = d.device_id`;
+/** Devices in the subtree @path (null: all). */
+const IN_PATH = `(@path IS NULL OR (a.path >= @path AND a.path < @pathEnd))`;
+/** The devices of a play command (@commandId) with their playback records in its session (@sessionId). */
+const FROM_SQL = `FROM command_deliveries d ${deviceJoins('@sessionId')}
+  WHERE d.command_id = @commandId AND ${IN_PATH}`;
 
 export interface DeviceStateRow {
   deviceId: string;
@@ -50,6 +53,8 @@ export interface DeviceStateRow {
 
 export interface DeviceChange {
   deviceId: string;
+  /** Null for a device deleted since. */
+  areaPath: string | null;
   status: DeviceStatus;
   at: number;
 }
@@ -101,12 +106,28 @@ export class EmergenciesRepository {
       counts: s.prepare<StateParams, { status: DeviceStatus; n: number; at: number | null }>(
         `SELECT ${STATUS_SQL} AS status, COUNT(*) AS n, MAX(${AT_SQL}) AS at ${FROM_SQL} GROUP BY 1`,
       ),
+      countsMany: s.prepare<
+        { pairs: string; path: string | null; pathEnd: string | null },
+        { i: number; status: DeviceStatus; n: number }
+      >(
+        `SELECT j.key AS i, ${STATUS_SQL} AS status, COUNT(*) AS n
+         FROM json_each(@pairs) j
+         JOIN command_deliveries d ON d.command_id = json_extract(j.value, '$[0]')
+         ${deviceJoins("json_extract(j.value, '$[1]')")}
+         WHERE ${IN_PATH}
+         GROUP BY 1, 2`,
+      ),
       changes: s.prepare<StateParams & { since: number }, DeviceChange>(
-        `SELECT * FROM (SELECT d.device_id AS deviceId, ${STATUS_SQL} AS status, ${AT_SQL} AS at ${FROM_SQL})
+        `SELECT * FROM (SELECT d.device_id AS deviceId, a.path AS areaPath, ${STATUS_SQL} AS status,
+           ${AT_SQL} AS at ${FROM_SQL})
          WHERE at >= @since`,
       ),
       deliveryCounts: s.prepare<[string], { status: string; n: number }>(
         `SELECT status, COUNT(*) AS n FROM command_deliveries WHERE command_id = ? GROUP BY status`,
+      ),
+      earlierPlays: s.prepare<[string, string], { commandId: string; sessionId: string }>(
+        `SELECT id AS commandId, json_extract(params, '$.sessionId') AS sessionId FROM commands
+         WHERE emergency_id = ? AND type = 'play' AND id <> ? ORDER BY created_at`,
       ),
       deviceIds: s.prepare<[string], { deviceId: string }>(
         `SELECT device_id AS deviceId FROM command_deliveries WHERE command_id = ?`,
@@ -207,13 +228,33 @@ export class EmergenciesRepository {
     return { counts, cursor };
   }
 
-  /** Devices whose status changed at or after `since` (ms). */
+  /** Devices per status of several emergencies at once (a page of the history), in the order given. */
+  countsMany(
+    plays: readonly { commandId: string; sessionId: string }[],
+    path: string | null,
+  ): DeviceCounts[] {
+    const out = plays.map(() => emptyCounts());
+    const rows = this.stmts.countsMany.all({
+      pairs: JSON.stringify(plays.map((p) => [p.commandId, p.sessionId])),
+      path,
+      pathEnd: path === null ? null : `${path.slice(0, -1)}0`,
+    });
+    for (const r of rows) (out[r.i] as DeviceCounts)[r.status] = r.n;
+    return out;
+  }
+
+  /** Devices whose status changed at or after `since` (ms), with their area's path. */
   changes(scope: StateScope, since: number): DeviceChange[] {
     return this.stmts.changes.all({ ...params(scope), since });
   }
 
   deliveryCounts(commandId: string): Record<string, number> {
     return Object.fromEntries(this.stmts.deliveryCounts.all(commandId).map((r) => [r.status, r.n]));
+  }
+
+  /** The play commands of the emergency's earlier revisions (before `currentCommandId`). */
+  earlierPlays(emergencyId: string, currentCommandId: string): { commandId: string; sessionId: string }[] {
+    return this.stmts.earlierPlays.all(emergencyId, currentCommandId);
   }
 
   deviceIdsOf(commandId: string): string[] {

@@ -158,7 +158,10 @@ const routes: FastifyPluginAsyncZod = async (app) => {
       // Tells EventSource how long to wait before reconnecting.
       write('retry: 2000\n\n');
       for (const chunk of pending) write(chunk);
+      // Whichever side goes first; a client that left while the stream was being opened is let go now.
       request.raw.on('close', () => close());
+      raw.on('close', () => close());
+      if (request.raw.destroyed || raw.destroyed) close();
     },
   );
 };

@@ -117,6 +117,8 @@ function label(row: Pick<EmergencyRow, 'title' | 'exercise'>): string {
 export class EmergenciesService {
   /** Emergencies still running, whose unanswered devices are re-sent to. */
   private readonly watched = new Map<string, Watched>();
+  /** The update under way per emergency, the next one waits for it (see update). */
+  private readonly updating = new Map<string, Promise<EmergencyView>>();
 
   constructor(private readonly deps: EmergenciesDeps) {}
 
@@ -234,7 +236,21 @@ export class EmergenciesService {
    * of the same emergency (a play of equal priority replaces the one playing; devices still offline get
    * only the new one); a later expiry reaches the devices that have not got it yet; a title is a label.
    */
-  async update(sender: Sender, id: string, patch: UpdateEmergencyInput): Promise<EmergencyView> {
+  update(sender: Sender, id: string, patch: UpdateEmergencyInput): Promise<EmergencyView> {
+    // One at a time per emergency: a text takes a second to render, and a change made meanwhile (another
+    // text, a later expiry) must apply on top of it, not be overwritten by it. A cancel needs no turn: the
+    // row is read again after the render and a cancelled emergency is not changed.
+    const previous = this.updating.get(id) ?? Promise.resolve();
+    const run = previous.catch(() => undefined).then(() => this.applyUpdate(sender, id, patch));
+    this.updating.set(id, run);
+    const done = () => {
+      if (this.updating.get(id) === run) this.updating.delete(id);
+    };
+    run.then(done, done);
+    return run;
+  }
+
+  private async applyUpdate(sender: Sender, id: string, patch: UpdateEmergencyInput): Promise<EmergencyView> {
     const { repo, clock, audit, commands } = this.deps;
     const actor = this.requireSender(sender);
     let row = this.requireChangeable(actor, id);
@@ -342,7 +358,9 @@ export class EmergenciesService {
   /**
    * Stops it everywhere at once: a stop of its session at emergency priority to every device (acked per
    * device, shown under `cancel`). Devices still offline are not sent the play any more: the stop after
-   * it tells the re-send that it has ended (CommandsService.planResend).
+   * it tells the re-send that it has ended (CommandsService.planResend). Earlier revisions' sessions are
+   * stopped too: a device whose link dropped while it played the first text, and that missed the update,
+   * still plays that one.
    */
   cancel(sender: Sender, id: string, reason?: string): EmergencyView {
     const { repo, clock, audit, commands } = this.deps;
@@ -380,6 +398,18 @@ export class EmergenciesService {
         );
       },
     });
+    const expiresAt = new Date(Math.max(row.expiresAt.getTime(), now.getTime() + 3_600_000));
+    for (const earlier of repo.earlierPlays(id, row.commandId)) {
+      commands.dispatchStop({
+        id: newId('cmd'),
+        deviceIds: repo.deviceIdsOf(earlier.commandId),
+        priority: 'emergency',
+        sessionId: earlier.sessionId,
+        expiresAt,
+        createdBy: sender.kind === 'user' ? sender.actor.id : null,
+        emergencyId: id,
+      });
+    }
     this.watched.delete(id);
     this.deps.log.warn({ emergencyId: id, sent, by: actor.username }, 'emergency cancelled');
     return this.view(
@@ -476,7 +506,12 @@ export class EmergenciesService {
       limit: query.limit,
       offset: query.offset,
     });
-    return { items: rows.map((r) => this.view(r, actor)), limit: query.limit, offset: query.offset };
+    const counts = this.deps.repo.countsMany(rows, actor.areaPath);
+    return {
+      items: rows.map((r, i) => this.viewWith(r, counts[i] as DeviceCounts)),
+      limit: query.limit,
+      offset: query.offset,
+    };
   }
 
   /** For the live stream (events.ts): the emergency if the actor may see it, and what to count. */
@@ -636,7 +671,8 @@ export class EmergenciesService {
       status: this.statusOf(row),
       revision: row.revision,
       durationMs: row.durationMs,
-      targetCount: row.targetCount,
+      // The devices the caller may see: all of them for its sender and admins, the area's own for others.
+      targetCount: Object.values(counts).reduce((a, b) => a + b, 0),
       sentBy: {
         kind: row.sourceId === null ? 'user' : 'source',
         id: row.sourceId ?? row.createdBy,

@@ -1,17 +1,23 @@
 /**
  * The live progress of an emergency as Server-Sent Events (GET /api/v1/emergencies/:id/events).
  *
- * One poller per emergency and scope looks for changed devices every COALESCE_MS and tells every open
- * stream at once: 10,000 acks arriving in a second make two or three events, not 10,000. Each event's id
+ * One poller per emergency looks for changed devices every COALESCE_MS and tells every open stream at
+ * once (each about the devices of its viewer's area): 10,000 acks arriving in a second make two or three events, not 10,000. Each event's id
  * is the time (ms) of the latest change it carries; a client that reconnects with Last-Event-ID gets the
  * counts and every device changed since then, so a dropped connection loses nothing. Statuses are
  * derived from the database (EmergenciesRepository), so the stream needs no hook into the ack path.
  */
 import type { Clock } from '../../lib/clock.js';
 import type { Actor } from '../../lib/scope.js';
-import type { DeviceChange, EmergenciesRepository, StateScope } from './emergencies.repository.js';
+import type { EmergencyRow } from '../../db/schema/index.js';
+import {
+  emptyCounts,
+  type DeviceChange,
+  type EmergenciesRepository,
+  type StateScope,
+} from './emergencies.repository.js';
 import { EmergenciesService } from './emergencies.service.js';
-import type { DeviceStatus } from './emergencies.schemas.js';
+import type { DeviceCounts, DeviceStatus } from './emergencies.schemas.js';
 
 /** How often changes are looked for and sent: the coalescing window. */
 export const COALESCE_MS = 500;
@@ -31,24 +37,36 @@ export function formatEvent(e: StreamEvent): string {
   return `${e.id === undefined ? '' : `id: ${e.id}\n`}event: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`;
 }
 
-type Listener = (e: StreamEvent) => void;
+type Send = (e: StreamEvent) => void;
 
+interface Listener {
+  /** The subtree the viewer may see (null: everywhere); counts and devices are theirs only. */
+  path: string | null;
+  send: Send;
+  keepalive: () => void;
+}
+
+/**
+ * One per watched emergency, whoever watches: it holds every device's status and area, so that one scan
+ * of the deliveries per round serves fifty commune operators watching the same province-wide alert.
+ */
 interface Poller {
   emergencyId: string;
   scope: StateScope;
   cursor: number;
-  /** The status last told for each device: a change seen twice (same ms as the cursor) is told once. */
-  told: Map<string, DeviceStatus>;
+  devices: Map<string, { status: DeviceStatus; path: string | null }>;
   listeners: Set<Listener>;
   /** When the emergency was first seen over; the stream ends TAIL_MS later. */
   overSince: number | null;
 }
 
+const within = (path: string | null, areaPath: string | null) =>
+  path === null || (areaPath !== null && areaPath.startsWith(path));
+
 export class EmergencyEvents {
   private readonly pollers = new Map<string, Poller>();
   private timer: unknown = null;
   private keepalive: unknown = null;
-  private readonly keepaliveListeners = new Set<() => void>();
 
   constructor(
     private readonly service: EmergenciesService,
@@ -66,107 +84,133 @@ export class EmergencyEvents {
     actor: Actor,
     id: string,
     lastEventId: number | undefined,
-    send: Listener,
+    send: Send,
     keepalive: () => void,
   ): () => void {
     const { row, scope } = this.service.watchable(actor, id);
-    const key = `${id}|${scope.path ?? ''}`;
-    const { counts, cursor } = this.repo.counts(scope);
-    const devices = lastEventId === undefined ? [] : this.repo.changes(scope, lastEventId);
+    let poller = this.pollers.get(id);
+    if (!poller) {
+      poller = {
+        emergencyId: id,
+        scope: { ...scope, path: null },
+        cursor: 0,
+        devices: new Map(),
+        listeners: new Set(),
+        overSince: null,
+      };
+      this.load(poller);
+      this.pollers.set(id, poller);
+    }
+    const listener: Listener = { path: scope.path, send, keepalive };
+    const devices = lastEventId === undefined ? undefined : this.repo.changes(scope, lastEventId);
     send({
       event: 'snapshot',
-      id: Math.max(cursor, lastEventId ?? 0),
+      id: Math.max(poller.cursor, lastEventId ?? 0),
       data: {
-        ...this.summary(row.id, counts),
-        ...(lastEventId === undefined ? {} : { devices: devices.map(wire) }),
+        ...this.summary(row, this.countsFor(poller, scope.path)),
+        ...(devices ? { devices: devices.map(wire) } : {}),
       },
     });
-
-    let poller = this.pollers.get(key);
-    if (!poller) {
-      poller = { emergencyId: id, scope, cursor, told: new Map(), listeners: new Set(), overSince: null };
-      for (const c of this.repo.changes(scope, cursor)) poller.told.set(c.deviceId, c.status);
-      this.pollers.set(key, poller);
-    }
-    poller.listeners.add(send);
-    this.keepaliveListeners.add(keepalive);
+    poller.listeners.add(listener);
     this.ensureTimers();
     const p = poller;
     return () => {
-      p.listeners.delete(send);
-      this.keepaliveListeners.delete(keepalive);
-      if (p.listeners.size === 0 && this.pollers.get(key) === p) this.pollers.delete(key);
+      p.listeners.delete(listener);
+      if (p.listeners.size === 0 && this.pollers.get(id) === p) this.pollers.delete(id);
       this.stopTimersIfIdle();
     };
   }
 
   /** Ends every open stream (server shutdown). */
   closeAll(): void {
-    for (const p of this.pollers.values())
-      for (const l of p.listeners) l({ event: 'end', data: { reason: 'shutdown' } });
+    for (const p of this.pollers.values()) {
+      for (const l of p.listeners)
+        l.send({ event: 'end', data: { emergencyId: p.emergencyId, reason: 'shutdown' } });
+    }
     this.pollers.clear();
-    this.keepaliveListeners.clear();
     this.stopTimersIfIdle();
   }
 
   /** One round: every poller looks for changes and tells its streams. Exposed for tests on a manual clock. */
   poll(): void {
-    for (const [key, p] of this.pollers) {
+    for (const p of [...this.pollers.values()]) {
       const row = this.service.current(p.emergencyId);
       if (!row) {
-        this.end(key, p, 'deleted');
+        this.end(p, 'deleted');
         continue;
       }
-      // An update sends a new play: follow it.
+      let changed: DeviceChange[] = [];
       if (row.commandId !== p.scope.commandId) {
+        // An update sends a new play: follow it, every device starting again from its new status.
         p.scope = { ...p.scope, commandId: row.commandId, sessionId: row.sessionId };
-        p.told.clear();
-        p.cursor = 0;
-      }
-      const changed: DeviceChange[] = [];
-      let cursor = p.cursor;
-      for (const c of this.repo.changes(p.scope, p.cursor)) {
-        cursor = Math.max(cursor, c.at);
-        if (p.told.get(c.deviceId) === c.status) continue;
-        p.told.set(c.deviceId, c.status);
-        changed.push(c);
+        changed = this.load(p);
+      } else {
+        let cursor = p.cursor;
+        for (const c of this.repo.changes(p.scope, p.cursor)) {
+          cursor = Math.max(cursor, c.at);
+          // A change seen twice (at the cursor's own millisecond) is told once.
+          if (p.devices.get(c.deviceId)?.status === c.status) continue;
+          p.devices.set(c.deviceId, { status: c.status, path: c.areaPath });
+          changed.push(c);
+        }
+        p.cursor = cursor;
       }
       const status = this.service.statusOf(row);
-      const now = this.clock.now().getTime();
-      if (changed.length > 0 || (status !== 'active' && p.overSince === null)) {
-        p.cursor = cursor;
-        const { counts } = this.repo.counts(p.scope);
-        const event: StreamEvent = {
-          event: 'progress',
-          id: cursor,
-          data: { ...this.summary(row.id, counts), devices: changed.map(wire) },
-        };
-        for (const l of p.listeners) l(event);
+      const ending = status !== 'active' && p.overSince === null;
+      if (changed.length > 0 || ending) {
+        for (const l of p.listeners) {
+          const mine = changed.filter((c) => within(l.path, c.areaPath));
+          if (mine.length === 0 && !ending) continue;
+          l.send({
+            event: 'progress',
+            id: p.cursor,
+            data: { ...this.summary(row, this.countsFor(p, l.path)), devices: mine.map(wire) },
+          });
+        }
       }
       if (status !== 'active') {
+        const now = this.clock.now().getTime();
         p.overSince ??= now;
-        if (now - p.overSince >= TAIL_MS) this.end(key, p, status);
+        if (now - p.overSince >= TAIL_MS) this.end(p, status);
       }
     }
   }
 
-  private summary(id: string, counts: ReturnType<EmergenciesRepository['counts']>['counts']) {
-    const row = this.service.current(id);
+  /** Reads every device's status afresh; returns them all as changes. */
+  private load(p: Poller): DeviceChange[] {
+    const all = this.repo.changes(p.scope, 0);
+    p.devices.clear();
+    p.cursor = 0;
+    for (const c of all) {
+      p.devices.set(c.deviceId, { status: c.status, path: c.areaPath });
+      p.cursor = Math.max(p.cursor, c.at);
+    }
+    return all;
+  }
+
+  private countsFor(p: Poller, path: string | null): DeviceCounts {
+    const counts = emptyCounts();
+    for (const d of p.devices.values()) if (within(path, d.path)) counts[d.status] += 1;
+    return counts;
+  }
+
+  private summary(row: EmergencyRow, counts: DeviceCounts) {
     return {
-      emergencyId: id,
-      status: row ? this.service.statusOf(row) : 'expired',
-      exercise: row?.exercise ?? false,
-      revision: row?.revision ?? 1,
+      emergencyId: row.id,
+      status: this.service.statusOf(row),
+      exercise: row.exercise,
+      revision: row.revision,
       targetCount: Object.values(counts).reduce((a, b) => a + b, 0),
       counts,
       ...EmergenciesService.progress(counts),
     };
   }
 
-  private end(key: string, p: Poller, reason: string): void {
-    for (const l of p.listeners)
-      l({ event: 'end', id: p.cursor, data: { emergencyId: p.emergencyId, reason } });
-    this.pollers.delete(key);
+  private end(p: Poller, reason: string): void {
+    for (const l of p.listeners) {
+      l.send({ event: 'end', id: p.cursor, data: { emergencyId: p.emergencyId, reason } });
+    }
+    this.pollers.delete(p.emergencyId);
     this.stopTimersIfIdle();
   }
 
@@ -180,7 +224,7 @@ export class EmergencyEvents {
       }
     }, COALESCE_MS);
     this.keepalive ??= this.clock.setInterval(() => {
-      for (const k of this.keepaliveListeners) k();
+      for (const p of this.pollers.values()) for (const l of p.listeners) l.keepalive();
     }, KEEPALIVE_MS);
   }
 
