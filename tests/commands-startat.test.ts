@@ -35,7 +35,7 @@ function playRow(overrides: { params?: Record<string, unknown>; createdAt?: stri
     targetCount: 1,
     programmeId: null,
     programmeRevisionId: null,
-  emergencyId: null,
+    emergencyId: null,
   };
 }
 
