@@ -5,7 +5,6 @@
  * method runs synchronously up to its first await (the render), so a second call made right after it runs
  * while the first one renders.
  */
-import http from 'node:http';
 import type { MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { topics, type Command } from '../src/protocol/index.js';
@@ -14,6 +13,7 @@ import type { Sender } from '../src/modules/emergencies/emergencies.service.js';
 import { createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
 import { connectDevice, end } from './support/mqtt.js';
+import { openEventStream } from './support/sse.js';
 import { waitFor } from './support/wait.js';
 
 const WARNING = 'Lũ quét đang về Thôn Đông, bà con di dời lên vùng cao ngay.';
@@ -355,53 +355,15 @@ describe('emergencies: races, scope, CAP', () => {
     expect(problem(res).code).toBe('not_found');
   });
 
-  /** A real HTTP client reading the event stream; `next(kind)` waits for the next event of that kind. */
+  /** The emergency's event stream, read over real HTTP; waiting for an event moves the app's clock on. */
   function openStream(id: string, token: string) {
-    const events: { event: string; id: string; data: unknown }[] = [];
-    let buffer = '';
-    const address = t.app.server.address() as { port: number };
-    const req = http.get(
-      {
-        host: '127.0.0.1',
-        port: address.port,
-        path: `/api/v1/emergencies/${id}/events`,
-        headers: { authorization: `Bearer ${token}` },
-      },
-      (res) => {
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          buffer += chunk;
-          let cut: number;
-          while ((cut = buffer.indexOf('\n\n')) >= 0) {
-            const block = buffer.slice(0, cut);
-            buffer = buffer.slice(cut + 2);
-            const fields = Object.fromEntries(
-              block
-                .split('\n')
-                .filter((l) => !l.startsWith(':') && l.includes(': '))
-                .map((l) => [l.slice(0, l.indexOf(': ')), l.slice(l.indexOf(': ') + 2)]),
-            );
-            if (fields.event)
-              events.push({
-                event: fields.event,
-                id: fields.id ?? '',
-                data: JSON.parse(fields.data ?? 'null'),
-              });
-          }
-        });
-      },
-    );
-    req.on('error', () => {});
-    let read = 0;
+    const { port } = t.app.server.address() as { port: number };
+    const stream = openEventStream(`http://127.0.0.1:${port}/api/v1/emergencies/${id}/events`, {
+      authorization: `Bearer ${token}`,
+    });
     return {
-      async next(kind: string) {
-        return waitFor(() => {
-          for (; read < events.length; read++) if (events[read]!.event === kind) return events[read++]!;
-          clock.advance(500);
-          return undefined;
-        }, `event ${kind}`);
-      },
-      close: () => req.destroy(),
+      next: (kind: string) => stream.next(kind, { onWait: () => clock.advance(500) }),
+      close: () => stream.close(),
     };
   }
 });

@@ -17,12 +17,24 @@ import { derivedId } from '../src/lib/ids.js';
 import { localDateTime } from '../src/modules/schedules/timing.js';
 import type { PlaybackLogEntry } from '../src/protocol/index.js';
 import { ApiClient, serverOnDisk, type ServerOnDisk } from './support/server-api.js';
+import { openEventStream } from './support/sse.js';
 import { waitFor } from './support/wait.js';
 
 type Counts = Record<
   'queued' | 'sent' | 'received' | 'playing' | 'played' | 'stopped' | 'failed' | 'undelivered',
   number
 >;
+
+/** What the progress stream's snapshot and progress events carry. */
+interface StreamData {
+  emergencyId: string;
+  status: string;
+  targetCount: number;
+  counts: Counts;
+  reached: number;
+  percent: number;
+  devices?: { deviceId: string; status: string; at: string }[];
+}
 
 interface EmergencyView {
   id: string;
@@ -670,68 +682,17 @@ describe('emergencies end to end, with the server process and simulated loudspea
     }
   }, 110_000);
 
-  /** Reads the event stream over real HTTP; `next(kind)` waits for the next event of that kind. */
+  /** Reads the event stream over real HTTP. */
   async function openStream(id: string) {
-    type Data = {
-      emergencyId: string;
-      status: string;
-      targetCount: number;
-      counts: Counts;
-      reached: number;
-      percent: number;
-      devices?: { deviceId: string; status: string; at: string }[];
-    };
-    const events: { event: string; id: string; data: Data }[] = [];
-    const abort = new AbortController();
-    const res = await fetch(`${server.api}/api/v1/emergencies/${id}/events`, {
-      headers: { authorization: `Bearer ${operator.token}`, accept: 'text/event-stream' },
-      signal: abort.signal,
+    const stream = openEventStream<StreamData>(`${server.api}/api/v1/emergencies/${id}/events`, {
+      authorization: `Bearer ${operator.token}`,
     });
-    expect(res.status).toBe(200);
-    expect(res.headers.get('content-type')).toContain('text/event-stream');
-    const body = res.body;
-    if (!body) throw new Error('no stream body');
-    void (async () => {
-      const decoder = new TextDecoder();
-      let buffer = '';
-      try {
-        for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-          buffer += decoder.decode(chunk, { stream: true });
-          let end: number;
-          while ((end = buffer.indexOf('\n\n')) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const fields = new Map<string, string>();
-            for (const line of block.split('\n')) {
-              const colon = line.indexOf(': ');
-              if (line.startsWith(':') || colon < 0) continue;
-              fields.set(line.slice(0, colon), line.slice(colon + 2));
-            }
-            const event = fields.get('event');
-            if (event)
-              events.push({
-                event,
-                id: fields.get('id') ?? '',
-                data: JSON.parse(fields.get('data') ?? 'null') as Data,
-              });
-          }
-        }
-      } catch {
-        // Aborted by close().
-      }
-    })();
-    let read = 0;
+    const head = await stream.head;
+    expect(head.status).toBe(200);
+    expect(head.contentType).toContain('text/event-stream');
     return {
-      next: (kind: string, timeoutMs = 20_000) =>
-        waitFor(
-          () => {
-            for (; read < events.length; read++) if (events[read]?.event === kind) return events[read++];
-            return undefined;
-          },
-          `a ${kind} event`,
-          timeoutMs,
-        ),
-      close: () => abort.abort(),
+      next: (kind: string, timeoutMs = 20_000) => stream.next(kind, { timeoutMs }),
+      close: () => stream.close(),
     };
   }
 });

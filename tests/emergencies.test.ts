@@ -3,13 +3,13 @@
  * devices (they answer exactly what each test says, so every delivery status can be reached on purpose).
  * The clock is a ManualClock: re-send back-offs and expiries are reached by moving it, never by waiting.
  */
-import http from 'node:http';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topics, type Command } from '../src/protocol/index.js';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
 import { connectDevice, end } from './support/mqtt.js';
+import { openEventStream } from './support/sse.js';
 import { waitFor } from './support/wait.js';
 
 const WARNING =
@@ -473,60 +473,16 @@ describe('emergencies', () => {
     expect(b1.received.slice(before).filter((c) => c.id === body.commandId)).toEqual([]);
   });
 
-  /** A real HTTP client reading the event stream; `next(kind)` waits for the next event of that kind. */
+  /** The emergency's event stream, read over real HTTP; waiting for an event moves the app's clock on. */
   function openStream(id: string, token: string, lastEventId?: string) {
-    const events: { event: string; id: string; data: unknown }[] = [];
-    let buffer = '';
-    const address = t.app.server.address() as { port: number };
-    const req = http.get(
-      {
-        host: '127.0.0.1',
-        port: address.port,
-        path: `/api/v1/emergencies/${id}/events`,
-        headers: {
-          authorization: `Bearer ${token}`,
-          ...(lastEventId ? { 'last-event-id': lastEventId } : {}),
-        },
-      },
-      (res) => {
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          buffer += chunk;
-          let end: number;
-          while ((end = buffer.indexOf('\n\n')) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const fields = Object.fromEntries(
-              block
-                .split('\n')
-                .filter((l) => !l.startsWith(':') && l.includes(': '))
-                .map((l) => [l.slice(0, l.indexOf(': ')), l.slice(l.indexOf(': ') + 2)]),
-            );
-            if (fields.event)
-              events.push({
-                event: fields.event,
-                id: fields.id ?? '',
-                data: JSON.parse(fields.data ?? 'null'),
-              });
-          }
-        });
-      },
-    );
-    req.on('error', () => {});
-    let read = 0;
+    const { port } = t.app.server.address() as { port: number };
+    const stream = openEventStream(`http://127.0.0.1:${port}/api/v1/emergencies/${id}/events`, {
+      authorization: `Bearer ${token}`,
+      ...(lastEventId ? { 'last-event-id': lastEventId } : {}),
+    });
     return {
-      async next(kind: string) {
-        const found = await waitFor(() => {
-          for (; read < events.length; read++) {
-            if (events[read]!.event === kind) return events[read++]!;
-          }
-          // The stream polls on the app's (manual) clock: move it on.
-          clock.advance(500);
-          return undefined;
-        }, `event ${kind}`);
-        return found;
-      },
-      close: () => req.destroy(),
+      next: (kind: string) => stream.next(kind, { onWait: () => clock.advance(500) }),
+      close: () => stream.close(),
     };
   }
 });

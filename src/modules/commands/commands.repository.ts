@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, exists, gt, gte, inArray, isNotNull, lte, or, sql, type SQL } from 'drizzle-orm';
-import type { Db } from '../../db/index.js';
+import { sqliteOf, type Db } from '../../db/index.js';
 import {
   areas,
   commandDeliveries,
@@ -67,18 +67,17 @@ function prepareStatements(db: Db) {
       .returning({ sentAt: commandDeliveries.sentAt })
       .prepare();
   return {
-    insertDelivery: db
-      .insert(commandDeliveries)
-      .values({
-        commandId: p('commandId'),
-        deviceId: p('deviceId'),
-        status: 'pending',
-        // Wrapped in sql`` so that drizzle does not try to encode them: they are bound as epoch ms.
-        sentAt: sql`${p('sentAt')}`,
-        expiresAt: sql`${p('expiresAt')}`,
-        updatedAt: sql`${p('updatedAt')}`,
-      })
-      .prepare(),
+    insertDeliveries: sqliteOf(db).prepare<{
+      commandId: string;
+      targets: string;
+      expiresAt: number;
+      updatedAt: number;
+    }>(
+      `INSERT INTO command_deliveries (command_id, device_id, status, sent_at, expires_at, updated_at)
+       SELECT @commandId, json_extract(j.value, '$[0]'), 'pending', json_extract(j.value, '$[1]'), @expiresAt,
+         @updatedAt
+       FROM json_each(@targets) AS j ORDER BY j.key`,
+    ),
     ack: {
       received: ackUpdate('received'),
       done: ackUpdate('done'),
@@ -147,20 +146,9 @@ export class CommandsRepository {
     targets: readonly { deviceId: string; sentAt: Date | null }[],
     also: () => void,
   ): void {
-    const { insertDelivery } = this.statements;
-    const expiresAt = command.expiresAt.getTime();
-    const updatedAt = command.createdAt.getTime();
     this.db.transaction((tx) => {
       tx.insert(commands).values(command).run();
-      for (const t of targets) {
-        insertDelivery.run({
-          commandId: command.id,
-          deviceId: t.deviceId,
-          sentAt: t.sentAt?.getTime() ?? null,
-          expiresAt,
-          updatedAt,
-        });
-      }
+      this.insertDeliveries(command, targets);
       also();
     });
   }
@@ -175,22 +163,9 @@ export class CommandsRepository {
     targets: readonly { deviceId: string; sentAt: Date | null }[],
     also: (inserted: boolean) => void,
   ): boolean {
-    const { insertDelivery } = this.statements;
-    const expiresAt = command.expiresAt.getTime();
-    const updatedAt = command.createdAt.getTime();
     return this.db.transaction((tx) => {
       const inserted = tx.insert(commands).values(command).onConflictDoNothing().run().changes > 0;
-      if (inserted) {
-        for (const t of targets) {
-          insertDelivery.run({
-            commandId: command.id,
-            deviceId: t.deviceId,
-            sentAt: t.sentAt?.getTime() ?? null,
-            expiresAt,
-            updatedAt,
-          });
-        }
-      }
+      if (inserted) this.insertDeliveries(command, targets);
       also(inserted);
       return inserted;
     });
@@ -237,13 +212,29 @@ export class CommandsRepository {
   insertPrepared(command: CommandRow, deviceIds: readonly string[]): boolean {
     const inserted = this.db.insert(commands).values(command).onConflictDoNothing().run().changes > 0;
     if (!inserted) return false;
-    const { insertDelivery } = this.statements;
-    const expiresAt = command.expiresAt.getTime();
-    const updatedAt = command.createdAt.getTime();
-    for (const deviceId of deviceIds) {
-      insertDelivery.run({ commandId: command.id, deviceId, sentAt: null, expiresAt, updatedAt });
-    }
+    this.insertDeliveries(
+      command,
+      deviceIds.map((deviceId) => ({ deviceId, sentAt: null })),
+    );
     return true;
+  }
+
+  /**
+   * One pending delivery per target, in the caller's transaction, in one statement: a province-wide
+   * emergency writes 10,000 of them before it is published, and a statement per row costs ten times as
+   * much. In the order given (rowid order is the order re-sends follow).
+   */
+  private insertDeliveries(
+    command: CommandRow,
+    targets: readonly { deviceId: string; sentAt: Date | null }[],
+  ): void {
+    if (targets.length === 0) return;
+    this.statements.insertDeliveries.run({
+      commandId: command.id,
+      targets: JSON.stringify(targets.map((t) => [t.deviceId, t.sentAt?.getTime() ?? null])),
+      expiresAt: command.expiresAt.getTime(),
+      updatedAt: command.createdAt.getTime(),
+    });
   }
 
   /**
