@@ -408,6 +408,16 @@ describe('emergencies', () => {
     const real = await t.request('GET', '/api/v1/emergencies?exercise=false', { token: operator });
     expect(real.json<{ items: { id: string }[] }>().items.map((e) => e.id)).not.toContain(drill.id);
 
+    // The history by day, in Vietnam's calendar: all of these were sent on 20 November (local time).
+    const day = await t.request('GET', '/api/v1/emergencies?from=2026-11-20&to=2026-11-20', {
+      token: operator,
+    });
+    expect(day.json<{ items: { id: string }[] }>().items.map((e) => e.id)).toContain(drill.id);
+    const after = await t.request('GET', '/api/v1/emergencies?from=2026-11-21', { token: operator });
+    expect(after.json<{ items: unknown[] }>().items).toEqual([]);
+    const badDay = await t.request('GET', '/api/v1/emergencies?from=20-11-2026', { token: operator });
+    expect(problem(badDay).errors?.[0]?.field).toBe('query.from');
+
     const records = t.query(
       `SELECT programme_title, exercise FROM playback_log WHERE emergency_id = '${drill.id}'`,
     );

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { HAZARDS } from '../../db/schema/index.js';
+import { dayOrInstantSchema } from '../schedules/timing.js';
 import { VOICES } from '../tts/engines.js';
 
 const id = z.string().min(1).max(64);
@@ -110,16 +111,10 @@ export const cancelEmergencySchema = z.strictObject({
 export const emergencyParamsSchema = z.object({ id });
 
 const booleanQuery = z.enum(['true', 'false']).transform((v) => v === 'true');
-const dayOrInstant = z
-  .union([z.iso.date(), z.iso.datetime({ offset: true })], {
-    error: 'must be a date YYYY-MM-DD (Vietnam) or a date-time with an offset',
-  })
-  .describe('A date (YYYY-MM-DD, a whole day in Vietnam) or an ISO date-time with offset');
-
 export const listEmergenciesQuerySchema = z.object({
   areaId: id.optional().describe('Emergencies that played in this area, its sub-areas or from above it'),
-  from: dayOrInstant.optional().describe('Sent at or after'),
-  to: dayOrInstant.optional().describe('Sent before (a date: up to the end of that day)'),
+  from: dayOrInstantSchema.optional().describe('Sent at or after'),
+  to: dayOrInstantSchema.optional().describe('Sent before (a date: up to the end of that day)'),
   exercise: booleanQuery.optional().describe('true: drills only; false: real alerts only'),
   limit: z.coerce.number().int().min(1).max(100).default(50),
   offset: z.coerce.number().int().min(0).default(0),

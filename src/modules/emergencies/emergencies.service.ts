@@ -23,6 +23,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { CommandsService } from '../commands/commands.service.js';
 import type { DevicesService } from '../devices/devices.service.js';
 import type { ProgrammesService } from '../programmes/programmes.service.js';
+import { rangeInstant } from '../schedules/timing.js';
 import type { Voice } from '../tts/tts.service.js';
 import { emptyCounts, type EmergenciesRepository, type StateScope } from './emergencies.repository.js';
 import {
@@ -500,8 +501,8 @@ export class EmergenciesService {
     const rows = this.deps.repo.list({
       visibleFrom: actor.areaPath,
       areaPath,
-      from: query.from === undefined ? undefined : instant(query.from, false),
-      to: query.to === undefined ? undefined : instant(query.to, true),
+      from: query.from === undefined ? undefined : rangeInstant(query.from, false),
+      to: query.to === undefined ? undefined : rangeInstant(query.to, true),
       exercise: query.exercise,
       limit: query.limit,
       offset: query.offset,
@@ -749,13 +750,4 @@ export class EmergenciesService {
       rendition: { sha256: resolved.source.sha256, durationMs: resolved.source.durationMs },
     };
   }
-}
-
-/** A date (a whole day in Vietnam: its start, or for an upper bound the next day's start) or an instant. */
-function instant(value: string, upper: boolean): Date {
-  if (/^\d{4}-\d{2}-\d{2}$/.test(value)) {
-    const start = new Date(`${value}T00:00:00+07:00`);
-    return upper ? new Date(start.getTime() + 86_400_000) : start;
-  }
-  return new Date(value);
 }

@@ -1,16 +1,8 @@
 import { z } from 'zod';
 import { PLAYBACK_OUTCOMES } from '../../db/schema/index.js';
-import { localDateSchema, onceDateTimeSchema } from '../schedules/timing.js';
+import { dayOrInstantSchema } from '../schedules/timing.js';
 
 const id = z.string().min(1).max(64);
-
-/** A day ("2026-12-01", the whole day) or an instant ("2026-12-01T06:00", local unless it has an offset). */
-const dayOrInstant = z
-  .union([localDateSchema, onceDateTimeSchema], {
-    error:
-      'must be a date YYYY-MM-DD or a date and time YYYY-MM-DDTHH:MM (Vietnam time unless an offset is given)',
-  })
-  .describe('A date (YYYY-MM-DD) or date and time, in Vietnam (Asia/Ho_Chi_Minh) unless an offset is given');
 
 const format = z
   .enum(['json', 'csv'])
@@ -30,8 +22,8 @@ export const playbackLogQuerySchema = z.object({
     .transform((v) => v === 'true')
     .optional()
     .describe('true: only drills (emergency exercises); false: everything that is not a drill'),
-  from: dayOrInstant.optional().describe('Due at or after (a date: from its start)'),
-  to: dayOrInstant.optional().describe('Due before (a date: up to the end of that day, included)'),
+  from: dayOrInstantSchema.optional().describe('Due at or after (a date: from its start)'),
+  to: dayOrInstantSchema.optional().describe('Due before (a date: up to the end of that day, included)'),
   outcome: z
     .enum(LOG_OUTCOME_FILTERS)
     .optional()

@@ -25,7 +25,7 @@ import type { Actor } from '../../lib/scope.js';
 import type { Metrics } from '../../plugins/metrics.js';
 import type { PlaybackLogEntry } from '../../protocol/index.js';
 import type { AreasService } from '../areas/areas.service.js';
-import { localDate, localDateTime, onceInstant } from '../schedules/timing.js';
+import { localDate, localDateTime, onceInstant, rangeInstant } from '../schedules/timing.js';
 import type {
   LogFilter,
   LogRow,
@@ -232,15 +232,6 @@ export function monthBounds(month: string): { from: Date; to: Date } {
   return { from: onceInstant({ once: `${month}-01T00:00` }), to: onceInstant({ once: `${next}-01T00:00` }) };
 }
 
-/** A `from`/`to` query value as an instant: a date is its first instant, or (`to`) the next day's. */
-function instantOf(value: string, end: boolean): Date {
-  if (value.includes('T')) return onceInstant({ once: value });
-  const start = onceInstant({ once: `${value}T00:00` });
-  if (!end) return start;
-  // The next calendar day in Vietnam, whatever its length: the date 36 h on, at its midnight.
-  return onceInstant({ once: `${localDate(new Date(start.getTime() + 36 * 3_600_000))}T00:00` });
-}
-
 export class PlaybackService {
   private readonly writer: BatchWriter<Received>;
   private readonly listeners: PlaybackListener[] = [];
@@ -403,8 +394,8 @@ export class PlaybackService {
       scheduleId: q.scheduleId,
       emergencyId: q.emergencyId,
       exercise: q.exercise,
-      from: q.from === undefined ? undefined : instantOf(q.from, false),
-      to: q.to === undefined ? undefined : instantOf(q.to, true),
+      from: q.from === undefined ? undefined : rangeInstant(q.from, false),
+      to: q.to === undefined ? undefined : rangeInstant(q.to, true),
       outcome: q.outcome,
     };
   }

@@ -679,3 +679,20 @@ export function describeTiming(
   }
   return text;
 }
+
+/** A day ("2026-12-01", the whole day) or an instant ("2026-12-01T06:00", local unless it has an offset). */
+export const dayOrInstantSchema = z
+  .union([localDateSchema, onceDateTimeSchema], {
+    error:
+      'must be a date YYYY-MM-DD or a date and time YYYY-MM-DDTHH:MM (Vietnam time unless an offset is given)',
+  })
+  .describe('A date (YYYY-MM-DD) or date and time, in Vietnam (Asia/Ho_Chi_Minh) unless an offset is given');
+
+/** A `from`/`to` query value as an instant: a date is its first instant, or (`end`) the next day's. */
+export function rangeInstant(value: string, end: boolean): Date {
+  if (value.includes('T')) return onceInstant({ once: value });
+  const start = onceInstant({ once: `${value}T00:00` });
+  if (!end) return start;
+  // The next calendar day in Vietnam, whatever its length: the date 36 h on, at its midnight.
+  return onceInstant({ once: `${localDate(new Date(start.getTime() + 36 * 3_600_000))}T00:00` });
+}
