@@ -48,6 +48,7 @@ import dispatcherModule from './modules/schedules/dispatcher.module.js';
 import schedulesModule from './modules/schedules/schedules.module.js';
 import calendarRoutes from './modules/schedules/calendar.routes.js';
 import schedulesRoutes from './modules/schedules/schedules.routes.js';
+import backupsModule from './modules/system/backups.js';
 import systemRoutes from './modules/system/system.routes.js';
 import ttsModule from './modules/tts/tts.module.js';
 import ttsRoutes from './modules/tts/tts.routes.js';
@@ -104,6 +105,7 @@ const MODULES = [
   schedulesModule,
   emergenciesModule,
   deviceGatewayModule,
+  backupsModule,
 ];
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {

@@ -95,6 +95,8 @@ const envSchema = z.object({
   ALERT_DEGRADED_AFTER_S: z.coerce.number().int().min(0).default(1800),
   ALERT_WEBHOOK_URL: z.url().optional(),
   ALERT_WEBHOOK_ATTEMPTS: z.coerce.number().int().min(1).max(20).default(6),
+  // HMAC key signing each webhook request (docs/health.md); long enough not to be guessed.
+  ALERT_WEBHOOK_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
   // Media and programmes (docs/programmes.md)
   MEDIA_MAX_MB: z.coerce.number().int().min(1).max(4096).default(200),
   MEDIA_MAX_DURATION_S: z.coerce
@@ -123,6 +125,9 @@ const envSchema = z.object({
     .optional(),
   // The relay probe never reaches loopback or private addresses unless this allows it (docs/programmes.md).
   RELAY_PROBE_PRIVATE_NETWORKS: flag.default(false),
+  // Scheduled backups into DATA_DIR/backups (docs/operations.md). 0 minutes turns them off.
+  BACKUP_EVERY_MIN: z.coerce.number().int().min(0).max(525_600).default(1440),
+  BACKUP_KEEP: z.coerce.number().int().min(1).max(10_000).default(7),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -171,11 +176,20 @@ export interface Config {
     /** A media item played as the attention signal instead of the built-in 853/960 Hz tone. */
     attentionMediaId: string | undefined;
   };
+  backups: {
+    /** DATA_DIR/backups, shared with the automatic pre-migration backups (which are never pruned). */
+    dir: string;
+    /** 0: no scheduled backups. */
+    everyMs: number;
+    keep: number;
+  };
   alerts: {
     offlineAfterMs: number;
     degradedAfterMs: number;
     webhookUrl: string | undefined;
     webhookAttempts: number;
+    /** Signs each webhook request (X-Loa-Timestamp, X-Loa-Signature); unset: requests go unsigned. */
+    webhookSecret: string | undefined;
   };
 }
 
@@ -278,11 +292,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     relayProbePrivateNetworks: e.RELAY_PROBE_PRIVATE_NETWORKS,
     tts: { command: e.TTS_COMMAND, espeakPath: e.ESPEAK_NG_PATH },
     emergencies: { attentionMediaId: e.EMERGENCY_ATTENTION_MEDIA_ID },
+    backups: {
+      dir: path.join(dataDir, 'backups'),
+      everyMs: e.BACKUP_EVERY_MIN * 60_000,
+      keep: e.BACKUP_KEEP,
+    },
     alerts: {
       offlineAfterMs: e.ALERT_OFFLINE_AFTER_S * 1000,
       degradedAfterMs: e.ALERT_DEGRADED_AFTER_S * 1000,
       webhookUrl: e.ALERT_WEBHOOK_URL,
       webhookAttempts: e.ALERT_WEBHOOK_ATTEMPTS,
+      webhookSecret: e.ALERT_WEBHOOK_SECRET,
     },
   };
 }

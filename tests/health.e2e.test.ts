@@ -460,7 +460,7 @@ describe('device health', () => {
 });
 
 describe('alert webhook', () => {
-  type Delivery = { event: string; alert: { kind: string; deviceId: string } };
+  type Delivery = { event: string; alert: { kind: string; deviceId: string; deviceName: string | null } };
   let receiver: http.Server;
   let received: Delivery[];
   let calls: number;
@@ -527,7 +527,11 @@ describe('alert webhook', () => {
     clock.advance(4_000);
 
     const [opened] = await waitFor(() => (received.length > 0 ? received : null), 'webhook delivery');
-    expect(opened).toMatchObject({ event: 'alert.opened', alert: { kind: 'offline', deviceId } });
+    // With the device's name, tone marks intact: the operator reading it in a chat knows which loudspeaker.
+    expect(opened).toMatchObject({
+      event: 'alert.opened',
+      alert: { kind: 'offline', deviceId, deviceName: 'Cụm loa thôn Đông' },
+    });
     expect(calls).toBe(3);
   });
 

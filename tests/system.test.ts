@@ -20,7 +20,12 @@ describe('probes', () => {
   it('GET /readyz is 200 when the database takes writes and the broker listens, without authentication', async () => {
     const res = await t.request('GET', '/readyz');
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toEqual({ status: 'ready', checks: { database: 'ok', broker: 'ok' } });
+    expect(res.json()).toEqual({
+      status: 'ready',
+      checks: { database: 'ok', broker: 'ok' },
+      // No scheduled backup yet (tests/backups.test.ts covers them).
+      backup: { lastSuccessAt: null, ageSeconds: null, lastError: null },
+    });
   });
 
   it('GET /readyz is 503 while another process holds the write lock, and 200 once it lets go', async () => {

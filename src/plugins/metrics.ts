@@ -87,6 +87,8 @@ export class Metrics {
   private readonly batchDropped: Counter<'writer'>;
   private readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
   private readonly dispatchLag: Histogram;
+  private readonly backupLastSuccess: Gauge;
+  private readonly backupFailures: Counter;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -178,6 +180,19 @@ export class Metrics {
       registers,
     });
 
+    // Set when a scheduled backup succeeds (or one is found on disk at start); 0 until then, so an alert on
+    // `time() - loa_backup_last_success_timestamp_seconds > …` also fires when there has never been one.
+    this.backupLastSuccess = new Gauge({
+      name: 'loa_backup_last_success_timestamp_seconds',
+      help: 'Unix time of the newest good scheduled database backup in DATA_DIR/backups.',
+      registers,
+    });
+    this.backupFailures = new Counter({
+      name: 'loa_backup_failures_total',
+      help: 'Scheduled database backups that failed (nothing was kept under a backup name).',
+      registers,
+    });
+
     // The gauges live in the registry and fill themselves at scrape time: nothing here keeps a reference.
     new Gauge({
       name: 'loa_mqtt_connections',
@@ -233,6 +248,14 @@ export class Metrics {
 
   occurrenceDispatched(lagMs: number): void {
     this.dispatchLag.observe(Math.max(0, lagMs) / 1000);
+  }
+
+  backupSucceeded(at: Date): void {
+    this.backupLastSuccess.set(at.getTime() / 1000);
+  }
+
+  backupFailed(): void {
+    this.backupFailures.inc();
   }
 
   /** `latencyMs` is null when the caller does not know when the command was sent: counted, not timed. */

@@ -16,6 +16,7 @@ export default fp<ModuleOptions>(
         ? new WebhookNotifier(
             config.alerts.webhookUrl,
             config.alerts.webhookAttempts,
+            config.alerts.webhookSecret,
             app.log.child({ module: 'webhook' }),
             clock,
           )
@@ -25,6 +26,10 @@ export default fp<ModuleOptions>(
       app.log.child({ module: 'alerts' }),
     );
     app.services.alerts = alerts;
+    if (config.alerts.webhookUrl && !config.alerts.webhookSecret) {
+      // Anyone who learns the URL could post fake alerts; a receiver has no way to tell.
+      app.log.warn('ALERT_WEBHOOK_URL is set without ALERT_WEBHOOK_SECRET: alert webhooks are unsigned');
+    }
 
     app.addHook('onReady', async () => {
       jobs.every('evaluate alerts', 10_000, () => alerts.evaluate(health.devices));

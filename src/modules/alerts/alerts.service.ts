@@ -86,7 +86,11 @@ export class AlertsService {
         if (!existing) {
           const alert = this.repo.insert({ deviceId, kind, reasons, openedAt: now });
           this.log.warn({ alertId: alert.id, deviceId, kind, reasons }, 'alert opened');
-          this.notifier.notify({ event: 'alert.opened', alert: toView(alert), sentAt: now.toISOString() });
+          this.notifier.notify({
+            event: 'alert.opened',
+            alert: this.notified(alert),
+            sentAt: now.toISOString(),
+          });
           opened += 1;
         } else if (existing.reasons.join() !== reasons.join()) {
           this.repo.setReasons(existing.id, reasons);
@@ -98,10 +102,22 @@ export class AlertsService {
       const done = this.repo.resolve(alert.id, now);
       if (!done) continue;
       this.log.info({ alertId: alert.id, deviceId: alert.deviceId, kind: alert.kind }, 'alert resolved');
-      this.notifier.notify({ event: 'alert.resolved', alert: toView(done), sentAt: now.toISOString() });
+      this.notifier.notify({
+        event: 'alert.resolved',
+        alert: this.notified(done),
+        sentAt: now.toISOString(),
+      });
       resolved += 1;
     }
     return { opened, resolved };
+  }
+
+  /**
+   * An alert as a webhook carries it: with its device's name and area, so that whoever reads it in a chat
+   * knows which loudspeaker (the bare row only has the id; a deleted device has neither).
+   */
+  private notified(alert: AlertRow): AlertView {
+    return toView(this.repo.findById(alert.id) ?? alert);
   }
 
   /** On shutdown: give queued webhook deliveries a moment, then stop. */

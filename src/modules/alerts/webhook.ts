@@ -2,6 +2,7 @@
  * Delivers alert events to an operator's webhook (a chat bot, an SMS gateway) with retries. Events go out
  * one at a time, in order, so a receiver never sees a resolution before the opening it resolves.
  */
+import { createHmac } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import { systemClock, type Clock } from '../../lib/clock.js';
 
@@ -23,6 +24,17 @@ export const noNotifier: AlertNotifier = { notify: () => undefined, drain: async
 // A receiver that is down for an hour must not make the queue grow without bound.
 const MAX_QUEUE = 1_000;
 
+/**
+ * The signature headers of one request (the GitHub/Stripe convention, docs/health.md): an HMAC-SHA256 of
+ * "<timestamp>.<body>" over the body's exact bytes. The timestamp is inside the MAC so a receiver can refuse
+ * a captured request replayed later.
+ */
+export function signatureHeaders(secret: string, at: Date, body: Buffer): Record<string, string> {
+  const timestamp = String(Math.floor(at.getTime() / 1000));
+  const mac = createHmac('sha256', secret).update(`${timestamp}.`).update(body).digest('hex');
+  return { 'x-loa-timestamp': timestamp, 'x-loa-signature': `sha256=${mac}` };
+}
+
 export class WebhookNotifier implements AlertNotifier {
   private queue: AlertEvent[] = [];
   private running: Promise<void> | null = null;
@@ -35,6 +47,8 @@ export class WebhookNotifier implements AlertNotifier {
   constructor(
     private readonly url: string,
     private readonly attempts: number,
+    /** HMAC key signing every request; undefined: requests go unsigned. */
+    private readonly secret: string | undefined,
     private readonly log: FastifyBaseLogger,
     /** Times the back-off, so tests move time instead of waiting for it. */
     private readonly clock: Clock = systemClock,
@@ -97,12 +111,19 @@ export class WebhookNotifier implements AlertNotifier {
   }
 
   private async deliver(event: AlertEvent): Promise<void> {
-    const body = JSON.stringify(event);
+    // Serialised once, as bytes: what is signed is exactly what goes on the wire, on every attempt.
+    const body = Buffer.from(JSON.stringify(event), 'utf8');
     for (let attempt = 1; attempt <= this.attempts; attempt++) {
       try {
+        // Signed afresh on each attempt: a retry carries its own timestamp, so it is not refused as stale.
+        const signature = this.secret ? signatureHeaders(this.secret, this.clock.now(), body) : {};
         const res = await fetch(this.url, {
           method: 'POST',
-          headers: { 'content-type': 'application/json; charset=utf-8', 'user-agent': 'loa-alerts/1' },
+          headers: {
+            'content-type': 'application/json; charset=utf-8',
+            'user-agent': 'loa-alerts/1',
+            ...signature,
+          },
           body,
           signal: AbortSignal.any([AbortSignal.timeout(10_000), this.stop.signal]),
         });

@@ -6,6 +6,17 @@ import { checkBrokerListening, checkDatabaseWritable, type CheckResult } from '.
 
 const checkSchema = z.string().describe('`ok`, or why this part is not ready');
 const checksSchema = z.object({ database: checkSchema, broker: checkSchema });
+// Information, not a readiness check: an old or failed backup must not take the server out of service.
+const backupSchema = z
+  .object({
+    lastSuccessAt: z.iso.datetime().nullable().describe('the newest good scheduled backup, or null if none'),
+    ageSeconds: z.number().int().nullable(),
+    lastError: z
+      .string()
+      .nullable()
+      .describe('why the latest scheduled backup failed; null once one succeeds'),
+  })
+  .describe('Scheduled database backups (BACKUP_EVERY_MIN, docs/operations.md)');
 
 /**
  * Liveness (`/healthz`: the process answers) and readiness (`/readyz`: it can do its job — the database takes
@@ -40,7 +51,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
           '200 when ready; otherwise 503 problem+json with code `not_ready` and `checks` saying what is not ready.',
         security: [],
         response: {
-          200: z.object({ status: z.literal('ready'), checks: checksSchema }),
+          200: z.object({ status: z.literal('ready'), checks: checksSchema, backup: backupSchema }),
           503: z.object({
             type: z.string(),
             title: z.string(),
@@ -49,6 +60,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
             instance: z.string().optional(),
             code: z.literal('not_ready'),
             checks: checksSchema,
+            backup: backupSchema,
           }),
         },
       },
@@ -62,8 +74,9 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         database: results.database.ok ? 'ok' : results.database.reason,
         broker: results.broker.ok ? 'ok' : results.broker.reason,
       };
+      const backup = app.backups.report();
       const failing = (Object.keys(results) as (keyof typeof results)[]).filter((k) => !results[k].ok);
-      if (failing.length === 0) return { status: 'ready' as const, checks };
+      if (failing.length === 0) return { status: 'ready' as const, checks, backup };
 
       request.log.warn({ checks }, 'not ready');
       const problem = toProblem(
@@ -79,6 +92,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
           code: 'not_ready' as const,
           detail: problem.detail ?? '',
           checks,
+          backup,
         });
     },
   );
