@@ -5,27 +5,20 @@
  * method runs synchronously up to its first await (the render), so a second call made right after it runs
  * while the first one renders.
  */
-import type { MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { topics, type Command } from '../src/protocol/index.js';
+import type { AckStatus } from '../src/protocol/index.js';
 import type { Actor } from '../src/lib/scope.js';
 import type { Sender } from '../src/modules/emergencies/emergencies.service.js';
 import { createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
-import { connectDevice, end } from './support/mqtt.js';
+import { MqttDevices, type MqttDevice } from './support/mqtt-devices.js';
 import { openEventStream } from './support/sse.js';
 import { waitFor } from './support/wait.js';
 
 const WARNING = 'Lũ quét đang về Thôn Đông, bà con di dời lên vùng cao ngay.';
 const CAP_SENDER = 'canhbao@nchmf.gov.vn';
 
-interface Device {
-  id: string;
-  name: string;
-  credentials: { clientId: string; username: string; password: string };
-  client: MqttClient | null;
-  received: Command[];
-}
+type Device = MqttDevice;
 
 /** A short CAP 1.2 alert naming areas by VN-ADMIN code. */
 function cap(o: {
@@ -54,7 +47,6 @@ function cap(o: {
 describe('emergencies: races, scope, CAP', () => {
   const clock = new ManualClock('2026-11-20T01:00:00.000Z');
   let t: TestApp;
-  let mqttUrl: string;
   let operatorToken: string;
   let communeToken: string;
   let operator: Sender;
@@ -62,7 +54,11 @@ describe('emergencies: races, scope, CAP', () => {
     'province' | 'district' | 'communeA' | 'communeB' | 'hamletA' | 'hamletB',
     string
   >;
-  const devices: Device[] = [];
+  let fleet: MqttDevices;
+  const addDevice = (areaId: string, name: string) => fleet.add(areaId, name);
+  const online = (d: Device) => fleet.online(d);
+  const offline = (d: Device) => fleet.offline(d);
+  const ack = (d: Device, id: string, status: AckStatus, reason?: string) => fleet.ack(d, id, status, reason);
   let a1: Device;
   let a2: Device;
   let b1: Device;
@@ -74,33 +70,6 @@ describe('emergencies: races, scope, CAP', () => {
     });
     expect(res.statusCode, res.body).toBe(201);
     return res.json<{ id: string }>().id;
-  }
-
-  async function addDevice(areaId: string, name: string): Promise<Device> {
-    const created = await t.createDevice(areaId, name);
-    const d: Device = { id: created.id, name, credentials: created.credentials, client: null, received: [] };
-    devices.push(d);
-    return d;
-  }
-
-  async function online(d: Device): Promise<void> {
-    const client = await connectDevice(mqttUrl, d.credentials);
-    client.on('message', (_topic, payload) => d.received.push(JSON.parse(payload.toString()) as Command));
-    await client.subscribeAsync(topics.cmd(d.id), { qos: 1 });
-    d.client = client;
-    await waitFor(() => t.app.broker.isReady(d.id), `${d.name} ready`);
-  }
-
-  async function offline(d: Device): Promise<void> {
-    if (d.client) await end(d.client);
-    d.client = null;
-    await waitFor(() => !t.app.broker.isReady(d.id), `${d.name} gone`);
-  }
-
-  function ack(d: Device, id: string, status: 'received' | 'done'): void {
-    d.client?.publish(topics.ack(d.id), JSON.stringify({ id, status, at: clock.now().toISOString() }), {
-      qos: 1,
-    });
   }
 
   const actorOf = (token: string): Actor => {
@@ -150,7 +119,7 @@ describe('emergencies: races, scope, CAP', () => {
 
   beforeAll(async () => {
     t = await createTestApp({ clock, listen: true });
-    mqttUrl = `mqtt://127.0.0.1:${t.app.broker.port}`;
+    fleet = new MqttDevices(t, clock);
     areas.province = await area('Tỉnh Quảng Trị', 'province', undefined, '45');
     areas.district = await area('Huyện Hải Lăng', 'district', areas.province, '470');
     areas.communeA = await area('Xã Hải Phú', 'commune', areas.district, '19501');
@@ -181,7 +150,7 @@ describe('emergencies: races, scope, CAP', () => {
   });
 
   afterAll(async () => {
-    await end(...devices.flatMap((d) => (d.client ? [d.client] : [])));
+    await fleet.closeAll();
     await t.close();
   });
 

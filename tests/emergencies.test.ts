@@ -3,65 +3,32 @@
  * devices (they answer exactly what each test says, so every delivery status can be reached on purpose).
  * The clock is a ManualClock: re-send back-offs and expiries are reached by moving it, never by waiting.
  */
-import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { topics, type Command } from '../src/protocol/index.js';
+import { topics, type AckStatus, type Command } from '../src/protocol/index.js';
 import { createAreaTree, createTestApp, problem, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
-import { connectDevice, end } from './support/mqtt.js';
+import { MqttDevices, type MqttDevice } from './support/mqtt-devices.js';
 import { openEventStream } from './support/sse.js';
 import { waitFor } from './support/wait.js';
 
 const WARNING =
   'Bão số 9 đang tiến vào đất liền. Bà con khẩn trương gia cố nhà cửa, không ra khơi, di dời đến nơi an toàn.';
 
-interface Device {
-  id: string;
-  name: string;
-  credentials: { clientId: string; username: string; password: string };
-  client: MqttClient | null;
-  received: Command[];
-}
+type Device = MqttDevice;
 
 describe('emergencies', () => {
   const clock = new ManualClock('2026-11-20T01:00:00.000Z');
   let t: TestApp;
   let tree: Awaited<ReturnType<typeof createAreaTree>>;
-  let mqttUrl: string;
   let operator: string;
   let communeOperator: string;
   let broadcaster: string;
   let technician: string;
-  const devices: Device[] = [];
-
-  async function addDevice(areaId: string, name: string): Promise<Device> {
-    const created = await t.createDevice(areaId, name);
-    const d: Device = { id: created.id, name, credentials: created.credentials, client: null, received: [] };
-    devices.push(d);
-    return d;
-  }
-
-  async function online(d: Device): Promise<void> {
-    const client = await connectDevice(mqttUrl, d.credentials);
-    client.on('message', (_topic, payload) => d.received.push(JSON.parse(payload.toString()) as Command));
-    await client.subscribeAsync(topics.cmd(d.id), { qos: 1 });
-    d.client = client;
-    await waitFor(() => t.app.broker.isReady(d.id), `${d.name} ready`);
-  }
-
-  async function offline(d: Device): Promise<void> {
-    if (d.client) await end(d.client);
-    d.client = null;
-    await waitFor(() => !t.app.broker.isReady(d.id), `${d.name} gone`);
-  }
-
-  function ack(d: Device, id: string, status: 'received' | 'done' | 'failed', reason?: string): void {
-    d.client?.publish(
-      topics.ack(d.id),
-      JSON.stringify({ id, status, at: clock.now().toISOString(), ...(reason ? { reason } : {}) }),
-      { qos: 1 },
-    );
-  }
+  let fleet: MqttDevices;
+  const addDevice = (areaId: string, name: string) => fleet.add(areaId, name);
+  const online = (d: Device) => fleet.online(d);
+  const offline = (d: Device) => fleet.offline(d);
+  const ack = (d: Device, id: string, status: AckStatus, reason?: string) => fleet.ack(d, id, status, reason);
 
   let seq = 0;
   function log(d: Device, command: Command, event: 'started' | 'finished' | 'interrupted'): void {
@@ -110,7 +77,7 @@ describe('emergencies', () => {
 
   beforeAll(async () => {
     t = await createTestApp({ clock, listen: true });
-    mqttUrl = `mqtt://127.0.0.1:${t.app.broker.port}`;
+    fleet = new MqttDevices(t, clock);
     tree = await createAreaTree(t);
     operator = await t.createUser('district_operator', tree.district.id);
     communeOperator = await t.createUser('district_operator', tree.communeA.id);
@@ -124,7 +91,7 @@ describe('emergencies', () => {
   });
 
   afterAll(async () => {
-    await end(...devices.flatMap((d) => (d.client ? [d.client] : [])));
+    await fleet.closeAll();
     await t.close();
   });
 
@@ -178,7 +145,7 @@ describe('emergencies', () => {
     expect(problem(drill).detail).toContain('drill');
 
     expect(t.query('SELECT id FROM emergencies')).toEqual([]);
-    expect(devices.flatMap((d) => d.received)).toEqual([]);
+    expect(fleet.all.flatMap((d) => d.received)).toEqual([]);
   });
 
   let emergencyId: string;
