@@ -131,6 +131,27 @@ describe('scheduled backups', () => {
     );
   });
 
+  it('deletes unfinished copies left by a process killed mid-backup, never one still being written', async () => {
+    const clock = new ManualClock('2026-06-01T01:00:00.000Z');
+    const t = await start(clock);
+    fs.mkdirSync(backupDir(t), { recursive: true });
+    const abandoned = path.join(backupDir(t), 'loa-20260531-230000.sqlite.partial-1');
+    const inProgress = path.join(backupDir(t), 'loa-20260601-005900.sqlite.partial-4242');
+    fs.writeFileSync(abandoned, 'torn');
+    fs.writeFileSync(inProgress, 'still copying');
+    // Modification times on the injected clock, as seen at the backup an hour from now: three hours old,
+    // and one minute old.
+    const before = (ms: number) => new Date(clock.now().getTime() + HOUR - ms);
+    fs.utimesSync(abandoned, before(3 * HOUR), before(3 * HOUR));
+    fs.utimesSync(inProgress, before(60_000), before(60_000));
+
+    await tick(t, clock, HOUR);
+
+    expect(fs.readdirSync(backupDir(t)).sort()).toEqual(
+      ['loa-20260601-020000.sqlite', 'loa-20260601-005900.sqlite.partial-4242'].sort(),
+    );
+  });
+
   it('restores: a server started on a backup has the data of that moment', async () => {
     const clock = new ManualClock('2026-06-01T01:00:00.000Z');
     const t = await start(clock);

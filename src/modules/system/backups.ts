@@ -21,6 +21,16 @@ import type { ModuleOptions } from '../module.js';
  */
 const SCHEDULED_NAME = /^loa-(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})\.sqlite$/;
 
+/** A copy in progress (backupDatabase's temporary name), or one left behind by a process killed mid-copy. */
+const PARTIAL_NAME = /^loa-.*\.sqlite\.partial-\d+$/;
+
+/**
+ * A copy in progress writes pages continuously, so a partial file untouched for this long was left by a
+ * process that died mid-backup (it may be large: as large as the database). Its pid cannot tell: in a
+ * container every run is pid 1, and `npm run db:backup` may be copying into the same folder right now.
+ */
+const ABANDONED_PARTIAL_MS = 3_600_000;
+
 /** The file name of a backup taken at `at`, in UTC (sorts by time as text). */
 export function backupFileName(at: Date): string {
   const stamp = at.toISOString(); // 2026-06-01T01:00:00.000Z
@@ -65,6 +75,7 @@ export class Backups {
 
   /** Picks up the newest backup an earlier run left, so /readyz and /metrics know its age after a restart. */
   loadExisting(): void {
+    this.removeAbandonedPartials();
     const newest = this.scheduledFiles().at(-1);
     if (!newest) return;
     this.status = {
@@ -128,6 +139,28 @@ export class Backups {
       return;
     }
     this.prune();
+    this.removeAbandonedPartials();
+  }
+
+  /** Deletes the temporary files of copies that never finished (see ABANDONED_PARTIAL_MS). */
+  private removeAbandonedPartials(): void {
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.options.dir);
+    } catch {
+      return;
+    }
+    const cutoff = this.options.clock.now().getTime() - ABANDONED_PARTIAL_MS;
+    for (const name of names.filter((n) => PARTIAL_NAME.test(n))) {
+      const file = path.join(this.options.dir, name);
+      try {
+        if (fs.statSync(file).mtimeMs >= cutoff) continue;
+        fs.rmSync(file, { force: true });
+        this.options.log.info({ file }, 'deleted an unfinished backup copy left by an earlier process');
+      } catch (err) {
+        this.options.log.error({ err, file }, 'could not delete an unfinished backup copy');
+      }
+    }
   }
 
   /** Deletes all but the newest `keep` scheduled backups; a file that will not go is logged and left. */
