@@ -63,9 +63,10 @@ COPY drizzle drizzle
 RUN mkdir -p /app/data && chown node:node /app/data
 USER node
 VOLUME ["/app/data"]
-EXPOSE 3000 1883
+# 8883: MQTT over TLS, open when TLS_CERT_FILE/TLS_KEY_FILE are set (then MQTT_PORT=off closes 1883).
+EXPOSE 3000 1883 8883
 # Asks /readyz (database writable, broker listening) at the address HOST names: a wildcard through
-# loopback, one interface through itself. The start period covers migrations and their backup.
+# loopback, one interface through itself; over HTTPS when TLS_CERT_FILE is set. The start period covers migrations and their backup.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "dist/src/cli/healthcheck.js"]
 # Exec form, node itself as PID 1 (not npm, not a shell): `docker stop`'s SIGTERM reaches the server, which

@@ -7,7 +7,10 @@
  * Measures, in a steady state with every device connected and reporting: the server's CPU time per
  * telemetry message (with a bare Aedes broker receiving the same telemetry, measured in the same run, as
  * the reference), the rate of telemetry rows written to SQLite, and the latency of
- * GET /areas/:province/summary and of a filtered device list. See bench/README.md for how to read them.
+ * GET /areas/:province/summary and of a filtered device list. Then, in compressed time over several
+ * simulated days (bench/lib/health-storage.ts), the database growth per device per day once telemetry is
+ * rolled up and pruned, the steady-state size for 10,000 devices, and the event-loop delay during that
+ * maintenance. See bench/README.md for how to read them.
  *
  * Progress goes to stderr; the last line on stdout is one JSON object with the headline figures, the line
  * before it a JSON object with everything measured.
@@ -41,6 +44,7 @@ import {
 } from './lib/health-proc.js';
 import { RawHealthBroker } from './lib/health-raw.js';
 import { startHealthServer } from './lib/health-server.js';
+import { measureStorage, type StorageResult } from './lib/health-storage.js';
 import { cleanupScope, failOnExit, openFileLimit, processMemory, progress } from './lib/processes.js';
 import { round, summarize } from './lib/stats.js';
 
@@ -64,6 +68,13 @@ Options:
                      (default 10: a smooth stream, as real devices with random phases give)
   --skip-baseline    do not measure the bare Aedes broker
   --cpu-prof <dir>   write a V8 CPU profile of the Loa server into <dir> when it stops
+  --storage-devices <n>  devices of the storage phase (default 500): an in-process Loa on a manual clock,
+                     telemetry every 30 simulated s, the roll-up, pruning and retention jobs as the
+                     server runs them; reports dbBytesPerDeviceDay and steadyStateGbFor10kDevices
+  --storage-days <n> simulated days of the storage phase (default 3, at least 3: raw telemetry is kept
+                     48 h, so only the third day shows the steady growth)
+  --storage-only     run the storage phase alone
+  --skip-storage     do not run the storage phase
   -h, --help         show this help`;
 
 /** The area tree (see provisionTree): 10 districts × 10 communes × 5 hamlets, whatever N is. */
@@ -93,6 +104,11 @@ interface Options {
   tickMs: number;
   baseline: boolean;
   cpuProfDir: string | undefined;
+  storageDevices: number;
+  storageDays: number;
+  /** Which phases run: the MQTT load and HTTP latency one, the storage one, or both. */
+  load: boolean;
+  storage: boolean;
 }
 
 function parseOptions(): Options {
@@ -108,6 +124,10 @@ function parseOptions(): Options {
       'tick-ms': { type: 'string', default: '10' },
       'skip-baseline': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
+      'storage-devices': { type: 'string', default: '500' },
+      'storage-days': { type: 'string', default: '3' },
+      'storage-only': { type: 'boolean', default: false },
+      'skip-storage': { type: 'boolean', default: false },
     },
     USAGE,
   );
@@ -126,6 +146,10 @@ function parseOptions(): Options {
     tickMs,
     baseline: !values['skip-baseline'],
     cpuProfDir: values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']),
+    storageDevices: number('storage-devices', values['storage-devices'], 1, true),
+    storageDays: number('storage-days', values['storage-days'], 3, true),
+    load: !values['storage-only'],
+    storage: !values['skip-storage'],
   };
 }
 
@@ -250,8 +274,52 @@ function windowResult(from: Snapshot, to: Snapshot): WindowResult {
 
 // ---- main -----------------------------------------------------------------------------------------------
 
+/** The storage phase (bench/lib/health-storage.ts), with its headline figures. */
+async function storagePhase(options: Options): Promise<StorageResult> {
+  progress(
+    `storage phase: ${options.storageDevices} devices, ${options.storageDays} simulated days, in-process Loa on a manual clock`,
+  );
+  const storage = await measureStorage({
+    devices: options.storageDevices,
+    days: options.storageDays,
+    heartbeatS: 30,
+    progress,
+  });
+  progress(
+    `storage: ${storage.dbBytesPerDeviceDay} bytes/device/day (raw ${storage.rawBytesPerDeviceDay}, roll-ups ` +
+      `${storage.rollupBytesPerDeviceDay}): ${storage.steadyStateGbFor10kDevices} GB steady state for 10,000 devices; ` +
+      `event-loop delay p99 ${storage.maintenanceLoopDelayP99Ms} ms during maintenance, ${storage.idleLoopDelayP99Ms} ms idle`,
+  );
+  return storage;
+}
+
+const storageHeadline = (s: StorageResult) => ({
+  dbBytesPerDeviceDay: s.dbBytesPerDeviceDay,
+  rawBytesPerDeviceDay: s.rawBytesPerDeviceDay,
+  rollupBytesPerDeviceDay: s.rollupBytesPerDeviceDay,
+  steadyStateGbFor10kDevices: s.steadyStateGbFor10kDevices,
+  maintenanceLoopDelayP99Ms: s.maintenanceLoopDelayP99Ms,
+  idleLoopDelayP99Ms: s.idleLoopDelayP99Ms,
+});
+
+/** The storage phase alone (--storage-only): its detail, then its headline, as the last line. */
+async function storageOnly(options: Options): Promise<number> {
+  cleanupScope(STORAGE_WATCHDOG_MS(options));
+  const storage = await storagePhase(options);
+  const detail = { bench: 'health', phase: 'storage', storage };
+  const summary = { storageDevices: storage.devices, ...storageHeadline(storage) };
+  await new Promise<void>((resolve) =>
+    process.stdout.write(`${JSON.stringify(detail)}\n${JSON.stringify(summary)}\n`, () => resolve()),
+  );
+  return 0;
+}
+
+/** Generous: a simulated day of 500 devices takes 1–3 minutes (2 shared cores). */
+const STORAGE_WATCHDOG_MS = (o: Options) => 5 * 60_000 + o.storageDevices * o.storageDays * 500;
+
 async function main(): Promise<number> {
   const options = parseOptions();
+  if (!options.load) return storageOnly(options);
   const N = options.devices;
   const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
   const startedAt = performance.now();
@@ -271,7 +339,9 @@ async function main(): Promise<number> {
   const ticksPerS = clockTicksPerSecond();
 
   // A hung step must not keep the machine busy forever; the exit hook of processes.ts kills the children.
-  const { cleanups, cleanup } = cleanupScope(5 * 60_000 + N * 30);
+  const { cleanups, cleanup } = cleanupScope(
+    5 * 60_000 + N * 30 + (options.storage ? STORAGE_WATCHDOG_MS(options) : 0),
+  );
 
   try {
     progress(
@@ -525,6 +595,8 @@ async function main(): Promise<number> {
 
     progress('cleaning up');
     await cleanup();
+    // After the load phase, alone on the machine: its in-process work must not disturb the windows above.
+    const storage = options.storage ? await storagePhase(options) : null;
 
     const sustained = steady.telemetryPerS >= SUSTAINED_SHARE * expectedPerS;
     const allOnline = answered.summary.online === N && answered.summary.total === N;
@@ -575,6 +647,7 @@ async function main(): Promise<number> {
         : null,
       baseline,
       baselineError,
+      storage,
       loaOverUsPerMsg: baseline ? round(steady.serverCpuUsPerMsg - baseline.serverCpuUsPerMsg, 1) : null,
       ratioToBaseline: baseline ? round(steady.serverCpuUsPerMsg / baseline.serverCpuUsPerMsg, 2) : null,
       target: {
@@ -603,6 +676,7 @@ async function main(): Promise<number> {
       summaryP99Ms: latencies.summary.p99Ms,
       listP99Ms: latencies.list.p99Ms,
       serverRssMb: rssMb,
+      ...(storage ? storageHeadline(storage) : {}),
     };
     // Waits for the write: process.exit() right after could cut the line short on a slow pipe.
     await new Promise<void>((resolve) =>

@@ -6,10 +6,12 @@
  * what a module is), then the routes.
  */
 import { randomUUID } from 'node:crypto';
+import type { Server as TlsServer } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Config } from './config.js';
 import { PeriodicJobs, systemClock, type Clock } from './lib/clock.js';
+import { ServerCertificate, TLS_SERVER_OPTIONS, trackHandshakes } from './lib/tls.js';
 import type { ModuleOptions, Services } from './modules/module.js';
 import authPlugin from './plugins/auth.js';
 import brokerPlugin from './plugins/broker.js';
@@ -49,6 +51,7 @@ import schedulesModule from './modules/schedules/schedules.module.js';
 import calendarRoutes from './modules/schedules/calendar.routes.js';
 import schedulesRoutes from './modules/schedules/schedules.routes.js';
 import backupsModule from './modules/system/backups.js';
+import retentionModule from './modules/system/retention.js';
 import systemRoutes from './modules/system/system.routes.js';
 import ttsModule from './modules/tts/tts.module.js';
 import ttsRoutes from './modules/tts/tts.routes.js';
@@ -106,11 +109,19 @@ const MODULES = [
   emergenciesModule,
   deviceGatewayModule,
   backupsModule,
+  retentionModule,
 ];
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config, expirySweepMs } = options;
   const clock = options.clock ?? systemClock;
+  // Read before the server exists (HTTPS needs it at creation); a missing or broken pair stops the start.
+  const certificate = config.tls ? ServerCertificate.load(config.tls) : null;
+  // A socket that sends no complete request headers in time (nothing at all, or a slowloris trickle)
+  // is answered 408 and closed. Node counts from the connection's opening (later, from a request's
+  // first byte) and looks every connectionsCheckingInterval (default 30 s). An upgraded WebSocket
+  // leaves the HTTP parser and is never cut by this: MQTT keepalive is up to 120 s.
+  const httpTimeouts = { headersTimeout: config.http.headersTimeoutMs, connectionsCheckingInterval: 1_000 };
 
   const app = Fastify({
     logger: {
@@ -129,14 +140,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     clientErrorHandler,
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     trustProxy: config.http.trustProxy,
-    http: {
-      // A socket that sends no complete request headers in time (nothing at all, or a slowloris trickle)
-      // is answered 408 and closed. Node counts from the connection's opening (later, from a request's
-      // first byte) and looks every connectionsCheckingInterval (default 30 s). An upgraded WebSocket
-      // leaves the HTTP parser and is never cut by this: MQTT keepalive is up to 120 s.
-      headersTimeout: config.http.headersTimeoutMs,
-      connectionsCheckingInterval: 1_000,
-    },
+    http: httpTimeouts,
+    // With a certificate: HTTPS, and /mqtt is WSS. Fastify ignores `http` then, so the timeouts go here too,
+    // and a TLS handshake gets as long as the request headers that would follow it.
+    ...(certificate && {
+      https: {
+        ...certificate.pair,
+        ...TLS_SERVER_OPTIONS,
+        ...httpTimeouts,
+        handshakeTimeout: config.http.headersTimeoutMs,
+      },
+    }),
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -151,6 +165,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     token: config.metricsToken,
     mqttConnections: () => app.broker.onlineCount,
     devicesByTopArea: () => app.services.health.countByTopArea(),
+    ...(certificate && { tlsCertificateExpiry: () => certificate.expiresAt }),
+    alertWebhookEvents: () => app.services.alerts.webhookEvents(),
   });
   await app.register(dbPlugin, { file: config.databaseFile });
   // Before the routes: it adds the Idempotency-Key header to the schema of each route that honours it.
@@ -163,6 +179,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
   await app.register(brokerPlugin, {
     ...config.mqtt,
+    tls: certificate?.pair ?? null,
     clock,
     onRefused: (reason) => app.metrics.mqttConnectionRefused(reason),
     onSubscriptionRefused: () => app.metrics.mqttSubscriptionRefused(),
@@ -181,8 +198,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     expirySweepMs,
   };
   for (const plugin of MODULES) await app.register(plugin, moduleOptions);
+  app.decorate('tls', certificate);
+  if (certificate) wireCertificate(app, certificate, jobs, clock);
   // After the modules, so that at shutdown it runs before their onClose hooks: no job starts meanwhile.
-  app.addHook('onClose', async () => jobs.stop());
+  // Awaited: a sliced job in flight ends at its next slice (jobs.signal) before the database closes.
+  app.addHook('onClose', async () => {
+    await jobs.stop();
+  });
 
   await app.register(openapiPlugin, { publicUrl: config.http.publicUrl });
   await app.register(systemRoutes);
@@ -214,4 +236,43 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   );
 
   return app;
+}
+
+/**
+ * A renewed certificate (files changed, SIGHUP, or the hourly look for file systems whose changes are not
+ * seen, such as some network and bind mounts) goes to the HTTPS server and the MQTT over TLS listener, for
+ * new connections; open ones keep theirs. An operator is warned daily when expiry is near.
+ */
+function wireCertificate(
+  app: FastifyInstance,
+  certificate: ServerCertificate,
+  jobs: PeriodicJobs,
+  clock: Clock,
+): void {
+  const log = app.log.child({ component: 'tls' });
+  const server = app.server as unknown as TlsServer;
+  certificate.onReload((pair) => {
+    server.setSecureContext({ ...pair, ...TLS_SERVER_OPTIONS });
+    app.broker.setSecureContext(pair);
+    certificate.warnIfExpiring(clock.now());
+  });
+  app.addHook('onReady', async () => {
+    certificate.watch(log);
+    const { subject, fingerprint, expiresAt } = certificate.info;
+    log.info({ subject, fingerprint, expiresAt: expiresAt.toISOString() }, 'TLS certificate loaded');
+    certificate.warnIfExpiring(clock.now());
+  });
+  jobs.every('tls-certificate-reread', 3_600_000, () => certificate.reload());
+  jobs.every('tls-certificate-expiry', 86_400_000, () => certificate.warnIfExpiring(clock.now()));
+  app.addHook('onClose', async () => certificate.close());
+  // Before Fastify's server.close(), which would wait for them until their handshake timeout (lib/tls.ts).
+  const endHandshakes = trackHandshakes(server);
+  app.addHook('preClose', async () => endHandshakes());
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The TLS certificate in use (TLS_CERT_FILE); null: plain HTTP and MQTT. */
+    tls: ServerCertificate | null;
+  }
 }

@@ -46,7 +46,12 @@ const trustProxy = z.string().transform((value, ctx): boolean | string[] => {
 const envSchema = z.object({
   PORT: port.default(3000),
   HOST: z.string().min(1).default('0.0.0.0'),
-  MQTT_PORT: port.default(1883),
+  // `off`: no plain MQTT listener (the production recommendation once MQTT over TLS is on).
+  MQTT_PORT: z.union([z.literal('off'), port]).default(1883),
+  // TLS (docs/operations.md): PEM files, the certificate with its full chain. Both or neither.
+  TLS_CERT_FILE: z.string().min(1).optional(),
+  TLS_KEY_FILE: z.string().min(1).optional(),
+  MQTT_TLS_PORT: port.default(8883),
   MQTT_HOST: z.string().min(1).optional(),
   DATA_DIR: z.string().min(1).default('./data'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -79,6 +84,18 @@ const envSchema = z.object({
   HEARTBEAT_S: z.coerce.number().int().min(1).default(30),
   SILENT_AFTER_HEARTBEATS: z.coerce.number().int().min(1).default(3),
   TELEMETRY_RETENTION_DAYS: z.coerce.number().int().min(1).default(30),
+  // Raw telemetry messages are kept this long, then only their 5-minute roll-ups (docs/health.md).
+  TELEMETRY_RAW_HOURS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 366)
+    .default(48),
+  // Retention of what else grows without bound (docs/operations.md).
+  COMMAND_RETENTION_DAYS: z.coerce.number().int().min(1).default(90),
+  PRESENCE_RETENTION_DAYS: z.coerce.number().int().min(1).default(90),
+  ALERT_RETENTION_DAYS: z.coerce.number().int().min(1).default(365),
+  AUDIT_RETENTION_DAYS: z.coerce.number().int().min(1).default(730),
   HEALTH_MIN_RSSI_DBM: z.coerce.number().default(-100),
   HEALTH_MIN_SUPPLY_V: z.coerce.number().default(11.5),
   HEALTH_MAX_SUPPLY_V: z.coerce.number().default(14.8),
@@ -94,7 +111,9 @@ const envSchema = z.object({
   ALERT_OFFLINE_AFTER_S: z.coerce.number().int().min(0).default(600),
   ALERT_DEGRADED_AFTER_S: z.coerce.number().int().min(0).default(1800),
   ALERT_WEBHOOK_URL: z.url().optional(),
-  ALERT_WEBHOOK_ATTEMPTS: z.coerce.number().int().min(1).max(20).default(6),
+  ALERT_WEBHOOK_ATTEMPTS: z.coerce.number().int().min(1).max(20).default(10),
+  // Alert events per webhook request: a province-wide outage makes a handful of calls, not thousands.
+  ALERT_WEBHOOK_BATCH_MAX: z.coerce.number().int().min(1).max(10_000).default(1000),
   // HMAC key signing each webhook request (docs/health.md); long enough not to be guessed.
   ALERT_WEBHOOK_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
   // Media and programmes (docs/programmes.md)
@@ -142,16 +161,28 @@ export interface Config {
   };
   mqtt: {
     host: string;
-    port: number;
+    /** The plain MQTT listener; null: off (MQTT_PORT=off). */
+    port: number | null;
+    /** MQTT over TLS; used only when `tls` is set. */
+    tlsPort: number;
     maxConnectsPerSecond: number;
     maxConnectsPerAddressPerSecond: number;
-    /** Counted by the broker over both ports, the HTTP one included. */
+    /** Counted by the broker over every port together, the HTTP one included. */
     maxConnectionsPerAddress: number;
     maxPacketBytes: number;
     connectTimeoutMs: number;
   };
+  /** Certificate and key for HTTPS/WSS and MQTT over TLS; null: plain HTTP and MQTT (development). */
+  tls: { certFile: string; keyFile: string } | null;
   dataDir: string;
   databaseFile: string;
+  /** How long what grows is kept before it is pruned (src/modules/system/retention.ts). */
+  retention: {
+    commandDeliveriesMs: number;
+    presenceTransitionsMs: number;
+    resolvedAlertsMs: number;
+    auditMs: number;
+  };
   log: { level: string; pretty: boolean };
   auth: { adminPassword: string | undefined; tokenTtlMs: number };
   metricsToken: string | undefined;
@@ -188,6 +219,8 @@ export interface Config {
     degradedAfterMs: number;
     webhookUrl: string | undefined;
     webhookAttempts: number;
+    /** Most events in one webhook request. */
+    webhookBatchMax: number;
     /** Signs each webhook request (X-Loa-Timestamp, X-Loa-Signature); unset: requests go unsigned. */
     webhookSecret: string | undefined;
   };
@@ -212,7 +245,10 @@ export interface HealthConfig {
   heartbeatMs: number;
   /** A connected device that sends no telemetry for this long is considered offline (`silent`). */
   silentAfterMs: number;
+  /** Roll-ups (5-minute min/avg/max) are kept this long. */
   telemetryRetentionMs: number;
+  /** Raw telemetry messages are kept this long. */
+  telemetryRawMs: number;
   thresholds: HealthThresholds;
 }
 
@@ -238,6 +274,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  const problems: string[] = [];
+  if ((e.TLS_CERT_FILE === undefined) !== (e.TLS_KEY_FILE === undefined)) {
+    problems.push(`  ${e.TLS_CERT_FILE ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'}: must be set with the other one`);
+  }
+  if (e.TELEMETRY_RAW_HOURS > e.TELEMETRY_RETENTION_DAYS * 24) {
+    problems.push('  TELEMETRY_RAW_HOURS: must not be longer than TELEMETRY_RETENTION_DAYS');
+  }
+  if (e.MQTT_PORT === 'off' && e.TLS_CERT_FILE === undefined) {
+    problems.push('  MQTT_PORT: may be off only with TLS_CERT_FILE and TLS_KEY_FILE (devices need a listener)');
+  }
+  if (problems.length > 0) throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
   const dataDir = path.resolve(e.DATA_DIR);
   return {
     http: {
@@ -249,15 +296,26 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     mqtt: {
       host: e.MQTT_HOST ?? e.HOST,
-      port: e.MQTT_PORT,
+      port: e.MQTT_PORT === 'off' ? null : e.MQTT_PORT,
+      tlsPort: e.MQTT_TLS_PORT,
       maxConnectsPerSecond: e.MQTT_MAX_CONNECTS_PER_S,
       maxConnectsPerAddressPerSecond: e.MQTT_MAX_CONNECTS_PER_ADDRESS_PER_S,
       maxConnectionsPerAddress: e.MAX_CONNECTIONS_PER_ADDRESS ?? e.MQTT_MAX_CONNECTIONS_PER_ADDRESS ?? 200,
       maxPacketBytes: e.MQTT_MAX_PACKET_KB * 1024,
       connectTimeoutMs: e.MQTT_CONNECT_TIMEOUT_S * 1000,
     },
+    tls:
+      e.TLS_CERT_FILE && e.TLS_KEY_FILE
+        ? { certFile: path.resolve(e.TLS_CERT_FILE), keyFile: path.resolve(e.TLS_KEY_FILE) }
+        : null,
     dataDir,
     databaseFile: path.join(dataDir, 'loa.sqlite'),
+    retention: {
+      commandDeliveriesMs: e.COMMAND_RETENTION_DAYS * 86_400_000,
+      presenceTransitionsMs: e.PRESENCE_RETENTION_DAYS * 86_400_000,
+      resolvedAlertsMs: e.ALERT_RETENTION_DAYS * 86_400_000,
+      auditMs: e.AUDIT_RETENTION_DAYS * 86_400_000,
+    },
     log: { level: e.LOG_LEVEL, pretty: e.LOG_PRETTY },
     auth: { adminPassword: e.ADMIN_PASSWORD, tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000 },
     metricsToken: e.METRICS_TOKEN,
@@ -270,6 +328,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       heartbeatMs: e.HEARTBEAT_S * 1000,
       silentAfterMs: e.HEARTBEAT_S * e.SILENT_AFTER_HEARTBEATS * 1000,
       telemetryRetentionMs: e.TELEMETRY_RETENTION_DAYS * 86_400_000,
+      telemetryRawMs: e.TELEMETRY_RAW_HOURS * 3_600_000,
       thresholds: {
         minRssiDbm: e.HEALTH_MIN_RSSI_DBM,
         minSupplyVoltage: e.HEALTH_MIN_SUPPLY_V,
@@ -302,6 +361,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       degradedAfterMs: e.ALERT_DEGRADED_AFTER_S * 1000,
       webhookUrl: e.ALERT_WEBHOOK_URL,
       webhookAttempts: e.ALERT_WEBHOOK_ATTEMPTS,
+      webhookBatchMax: e.ALERT_WEBHOOK_BATCH_MAX,
       webhookSecret: e.ALERT_WEBHOOK_SECRET,
     },
   };

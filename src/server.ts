@@ -55,13 +55,36 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  // Reads TLS_CERT_FILE/TLS_KEY_FILE again (they are also watched); without TLS, SIGHUP is ignored rather
+  // than ending the process, which is what Node does by default.
+  process.on('SIGHUP', () => {
+    const tls = app.tls;
+    if (!tls) {
+      app.log.info({ signal: 'SIGHUP' }, 'nothing to reload: TLS is off');
+      return;
+    }
+    const reloaded = tls.reload();
+    app.log.info(
+      {
+        signal: 'SIGHUP',
+        reloaded,
+        fingerprint: tls.info.fingerprint,
+        expiresAt: tls.expiresAt.toISOString(),
+      },
+      reloaded
+        ? 'SIGHUP: new TLS certificate in use'
+        : 'SIGHUP: TLS certificate unchanged (same files, or new ones that cannot be used: see the error above)',
+    );
+  });
 
   await app.listen({ host: config.http.host, port: config.http.port });
+  const secure = config.tls !== null;
   app.log.info(
     {
-      api: `http://${config.http.host}:${config.http.port}`,
+      api: `${secure ? 'https' : 'http'}://${config.http.host}:${config.http.port}`,
       docs: '/docs',
-      mqtt: `${config.mqtt.host}:${app.broker.port}`,
+      mqtt: config.mqtt.port === null ? 'off' : `mqtt://${config.mqtt.host}:${app.broker.port}`,
+      ...(secure && { mqtts: `mqtts://${config.mqtt.host}:${app.broker.tlsPort}` }),
       dataDir: config.dataDir,
     },
     'Loa is running',

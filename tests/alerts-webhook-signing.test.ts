@@ -5,13 +5,11 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
-import { WebhookNotifier } from '../src/modules/alerts/webhook.js';
 import { createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
+import { captureLog } from './support/log.js';
 import { connectDevice } from './support/mqtt.js';
 import { waitFor } from './support/wait.js';
 
@@ -19,6 +17,8 @@ const SECRET = 'khóa bí mật của xã Hải Phú – 2026';
 const TITLE = 'Thông báo lịch tiêm phòng dại – Thôn Đông';
 
 type Delivery = { headers: http.IncomingHttpHeaders; raw: Buffer };
+type Batch = { events: { event: string; at: string; alert: Record<string, unknown> }[]; sentAt: string };
+const parse = (raw: Buffer) => JSON.parse(raw.toString('utf8')) as Batch;
 
 /** What a receiver's own code would do: HMAC of "<timestamp>.<raw body>", compared in constant time. */
 function verifies(secret: string, headers: http.IncomingHttpHeaders, raw: Buffer): boolean {
@@ -29,17 +29,6 @@ function verifies(secret: string, headers: http.IncomingHttpHeaders, raw: Buffer
   const expected = Buffer.from(`sha256=${mac}`);
   const given = Buffer.from(signature);
   return given.length === expected.length && timingSafeEqual(given, expected);
-}
-
-function captureLog(): { lines: string[]; stream: Writable } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(chunk.toString('utf8'));
-      done();
-    },
-  });
-  return { lines, stream };
 }
 
 describe('signed alert webhooks', () => {
@@ -77,13 +66,15 @@ describe('signed alert webhooks', () => {
   });
 
   /** Takes a device offline long enough to open an alert; returns its id. */
-  const openAlert = async () => {
+  const openAlert = async (name?: string) => {
     const tree = await createAreaTree(t);
-    const device = await t.createDevice(tree.hamletA.id);
+    const device = await t.createDevice(tree.hamletA.id, name);
     const client = await connectDevice(`mqtt://127.0.0.1:${t.app.broker.port}`, device.credentials);
     await client.endAsync();
     await waitFor(() => !t.app.broker.isOnline(device.id), 'offline');
     clock.advance(70_000);
+    // The event lingers a second for others to join its batch.
+    clock.advance(1_000);
     return device.id;
   };
   const deliveries = (n: number) =>
@@ -106,9 +97,12 @@ describe('signed alert webhooks', () => {
     expect(Number(headers['content-length'])).toBe(raw.length);
     expect(verifies(SECRET, headers, raw)).toBe(true);
 
-    const body = JSON.parse(raw.toString('utf8')) as { event: string; alert: Record<string, unknown> };
-    expect(body).toMatchObject({ event: 'alert.opened', alert: { deviceId, kind: 'offline' } });
-    expect(log.lines.join('')).not.toContain('unsigned');
+    // A batch of one event; `sentAt` is the signed timestamp, as an ISO date.
+    const body = parse(raw);
+    expect(body.events).toHaveLength(1);
+    expect(body.events[0]).toMatchObject({ event: 'alert.opened', alert: { deviceId, kind: 'offline' } });
+    expect(body.sentAt).toBe(new Date(timestamp * 1000).toISOString());
+    expect(log.lines.some((l) => l.msg.includes('unsigned'))).toBe(false);
   });
 
   it('fails verification for a tampered body, a changed timestamp or the wrong secret', async () => {
@@ -125,7 +119,7 @@ describe('signed alert webhooks', () => {
     expect(verifies('khóa của kẻ khác – không đúng', headers, raw)).toBe(false);
   });
 
-  it('signs each retry afresh with its own timestamp, over the same body', async () => {
+  it('signs each retry afresh with its own timestamp, carrying the same events', async () => {
     await start({ ALERT_WEBHOOK_SECRET: SECRET }, 2);
     await openAlert();
     await backingOff(2_000);
@@ -140,55 +134,30 @@ describe('signed alert webhooks', () => {
     expect(new Set([first, second, third].map((d) => d.headers['x-loa-signature'])).size).toBe(3);
     for (const d of [first, second, third]) {
       expect(verifies(SECRET, d.headers, d.raw)).toBe(true);
-      expect(d.raw.equals(first.raw)).toBe(true);
+      expect(parse(d.raw).events).toEqual(parse(first.raw).events);
+      expect(parse(d.raw).sentAt).toBe(new Date(Number(d.headers['x-loa-timestamp']) * 1000).toISOString());
     }
   });
 
   it('sends no signature headers without a secret, and warns at start-up that webhooks are unsigned', async () => {
     await start({});
-    expect(log.lines.join('')).toContain('alert webhooks are unsigned');
+    expect(log.lines.some((l) => l.msg.includes('alert webhooks are unsigned'))).toBe(true);
     const deviceId = await openAlert();
     const [{ headers, raw }] = (await deliveries(1)) as [Delivery];
     expect(headers).not.toHaveProperty('x-loa-timestamp');
     expect(headers).not.toHaveProperty('x-loa-signature');
-    expect(JSON.parse(raw.toString('utf8'))).toMatchObject({ alert: { deviceId } });
+    expect(parse(raw).events[0]).toMatchObject({ alert: { deviceId } });
   });
-});
 
-describe('a signed body with Vietnamese text', () => {
-  let receiver: http.Server;
-  afterEach(async () => new Promise((resolve) => receiver.close(resolve)));
-
-  it('verifies over the UTF-8 bytes received and parses back to the same text', async () => {
-    const received: Delivery[] = [];
-    receiver = http.createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        received.push({ headers: req.headers, raw: Buffer.concat(chunks) });
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
-    const port = (receiver.address() as { port: number }).port;
-    const clock = new ManualClock('2026-06-01T07:30:15.000Z');
-    const notifier = new WebhookNotifier(
-      `http://127.0.0.1:${port}/hook`,
-      1,
-      SECRET,
-      pino({ level: 'silent' }),
-      clock,
-    );
-    const alert = { id: 7, deviceName: 'Cụm loa Đình làng – Thôn Đông', note: TITLE };
-    notifier.notify({ event: 'alert.opened', alert, sentAt: clock.now().toISOString() });
-    await notifier.drain(5_000);
-
-    const [{ headers, raw }] = received as [Delivery];
-    expect(headers['x-loa-timestamp']).toBe(String(Date.parse('2026-06-01T07:30:15.000Z') / 1000));
+  it('verifies over the UTF-8 bytes received, which parse back to the same Vietnamese text', async () => {
+    await start({ ALERT_WEBHOOK_SECRET: SECRET });
+    const name = `Cụm loa Đình làng – ${TITLE}`;
+    await openAlert(name);
+    const [{ headers, raw }] = (await deliveries(1)) as [Delivery];
     expect(verifies(SECRET, headers, raw)).toBe(true);
     // The MAC is over bytes, not characters: multi-byte letters must not be counted as one.
     expect(raw.length).toBeGreaterThan(raw.toString('utf8').length);
-    expect(JSON.parse(raw.toString('utf8'))).toMatchObject({ event: 'alert.opened', alert });
+    expect(parse(raw).events[0]!.alert).toMatchObject({ deviceName: name, areaName: 'Thôn Đông' });
   });
 });
 

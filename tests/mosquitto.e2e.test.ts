@@ -3,11 +3,11 @@
  * vendor would test it. npm does not install mosquitto-clients: without them these tests are skipped with
  * a message saying how to install them, unless LOA_REQUIRE_MOSQUITTO=1 (.ci/run), where they fail.
  */
-import { spawn } from 'node:child_process';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { topics } from '../src/protocol/index.js';
 import { createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { mosquittoClients } from './support/mosquitto.js';
+import { run } from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
 const mosquitto = mosquittoClients();
@@ -16,38 +16,6 @@ const describeWithMosquitto = mosquitto.skip ? describe.skip : describe;
 const suiteName = mosquitto.skip
   ? `third-party MQTT client (skipped: ${mosquitto.message})`
   : 'third-party MQTT client (mosquitto-clients)';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(
-  command: string,
-  args: string[],
-  options: { onStdout?: (chunk: string) => void; timeoutMs?: number } = {},
-) {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    stdout += chunk;
-    options.onStdout?.(chunk);
-  });
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 10_000);
-  const done = new Promise<Run>((resolve, reject) => {
-    child.on('error', (err) =>
-      reject(new Error(`${command} could not start (apt-get install mosquitto-clients): ${err.message}`)),
-    );
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-  return { child, done };
-}
 
 describeWithMosquitto(suiteName, () => {
   beforeEach(() => {

@@ -13,6 +13,7 @@ import type { Faults } from './device.js';
 import { Fleet, type ConnectReport, type FleetStats } from './fleet.js';
 import { Reporter, formatSummary, logLine, sumStats } from './reporter.js';
 import { shutdownSignal } from './signals.js';
+import { readCaBundle } from './tls.js';
 
 /** What `--fault-rate` hands out: each faulty device gets one of these. */
 const FAULT_PRESETS = {
@@ -47,7 +48,10 @@ Provisioning (POST /api/v1/devices; the secrets are shown once, keep them with -
 
 Running:
   --devices-file FILE       JSON array of { "id" or "clientId", "username", "password" }
-  --mqtt URL                broker (default: the API's host, port 1883); ws://host:3000/mqtt also works
+  --mqtt URL                broker (default: the API's host, port 1883, or mqtts://…:8883 when --api is
+                            https://); ws://host:3000/mqtt, mqtts://host:8883, wss://host/mqtt also work
+  --ca FILE                 PEM CA bundle the devices trust, and only it, for mqtts://, wss:// and HTTPS
+                            media downloads (e.g. data/tls/ca.pem from npm run tls:dev); default: Node's roots
   --speed X                 simulated time runs X times faster: media, heartbeat, reboot (default 1)
   --heartbeat-s S           telemetry interval in simulated seconds (default 30)
   --keepalive-s S           MQTT keepalive in real seconds, at most 120 (default 60)
@@ -70,6 +74,8 @@ class UsageError extends Error {}
 /** Settings every process of a run shares (the parent passes them to its workers). */
 interface RunConfig {
   mqttUrl: string;
+  /** The PEM text, not the path: workers get it over IPC and need not read the file again. */
+  ca: string | undefined;
   speed: number;
   heartbeatS: number;
   keepaliveS: number;
@@ -133,6 +139,7 @@ function parseCli(argv: string[]): CliOptions | 'help' {
       options: {
         api: { type: 'string' },
         mqtt: { type: 'string' },
+        ca: { type: 'string' },
         user: { type: 'string' },
         password: { type: 'string' },
         area: { type: 'string' },
@@ -175,12 +182,24 @@ function parseCli(argv: string[]): CliOptions | 'help' {
     throw new UsageError(`--mqtt is not a URL: "${mqttUrl}"`);
   if (mqttUrl === undefined) {
     if (api === undefined) throw new UsageError('give --api, or --mqtt with --devices-file');
-    mqttUrl = `mqtt://${new URL(api).hostname}:1883`;
+    const apiUrl = new URL(api);
+    // An API behind TLS means a deployment with TLS: its devices use MQTT over TLS as well.
+    mqttUrl =
+      apiUrl.protocol === 'https:' ? `mqtts://${apiUrl.hostname}:8883` : `mqtt://${apiUrl.hostname}:1883`;
+  }
+  let ca: string | undefined;
+  if (values.ca !== undefined) {
+    try {
+      ca = readCaBundle(values.ca);
+    } catch (error) {
+      throw new UsageError(`--ca: ${(error as Error).message}`);
+    }
   }
   const devicesFile = values['devices-file'];
   const options: CliOptions = {
     api,
     mqttUrl,
+    ca,
     user: values.user ?? 'admin',
     password: values.password ?? process.env.LOA_PASSWORD,
     area: values.area,
@@ -483,6 +502,7 @@ async function main(): Promise<number> {
   if (credentials.length === 0) throw new Error('no devices to run');
   const config: RunConfig = {
     mqttUrl: options.mqttUrl,
+    ca: options.ca,
     speed: options.speed,
     heartbeatS: options.heartbeatS,
     keepaliveS: options.keepaliveS,

@@ -29,6 +29,7 @@ import {
   type Telemetry,
 } from '../../src/protocol/index.js';
 import { DownloadError, HashCache, downloadVerified, type DownloadFailure } from './download.js';
+import { describeCertificateError } from './tls.js';
 
 /** Faults a tester can switch on, at construction or at any time with `setFaults`. */
 export interface Faults {
@@ -91,8 +92,16 @@ export interface SimDeviceOptions {
   id: string;
   /** Device secret issued by the API: MQTT password. */
   password: string;
-  /** `mqtt://host:1883`, or `ws://host:3000/mqtt` for MQTT over WebSocket. */
+  /**
+   * `mqtt://host:1883`, or `ws://host:3000/mqtt` for MQTT over WebSocket; over TLS `mqtts://host:8883` or
+   * `wss://host/mqtt` (docs/protocol.md, Transport).
+   */
   mqttUrl: string;
+  /**
+   * PEM CA bundle the device trusts, and only it, for the broker (mqtts://, wss://) and HTTPS downloads, as
+   * firmware ships its own (tls.ts readCaBundle reads one). Unset: Node's built-in roots.
+   */
+  ca?: string;
   /** MQTT username; the protocol wants the device id, which is the default. Override only to test refusal. */
   username?: string;
   /** MQTT keepalive in real seconds (the protocol allows at most 120). Default 60. */
@@ -369,7 +378,9 @@ interface Handled {
   reason: string | undefined;
 }
 
-type ResolvedOptions = Required<Omit<SimDeviceOptions, 'faults' | 'reconnectPeriodMs'>>;
+type ResolvedOptions = Required<Omit<SimDeviceOptions, 'faults' | 'reconnectPeriodMs' | 'ca'>> & {
+  ca: string | undefined;
+};
 
 export class SimDevice extends EventEmitter<SimDeviceEvents> {
   readonly id: string;
@@ -438,6 +449,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       id: options.id,
       password: options.password,
       mqttUrl: options.mqttUrl,
+      ca: options.ca,
       username: options.username ?? options.id,
       keepaliveS: options.keepaliveS ?? 60,
       heartbeatS: options.heartbeatS ?? 30,
@@ -665,6 +677,8 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
       // We subscribe ourselves on every connect, so that state is published only after the SUBACK.
       resubscribe: false,
       queueQoSZero: false,
+      // MQTT.js passes it to tls.connect (mqtts) and to ws (wss); the host name, not an IP, goes out as SNI.
+      ...(this.options.ca === undefined ? {} : { ca: this.options.ca }),
     });
     client.on('connect', () => this.onConnect(client));
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
@@ -724,6 +738,10 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     // CONNACK 4 (bad user name or password) and 5 (not authorized) will not cure themselves by waiting.
     const code = (error as Error & { code?: unknown }).code;
     if (code === 4 || code === 5) this.settleWaiters(error);
+    // Nor will a certificate the device does not trust (real firmware keeps retrying: the server's may be
+    // replaced, the clock corrected); connect() says so now, in words, rather than timing out.
+    const refused = describeCertificateError(error);
+    if (refused) this.settleWaiters(new Error(`device ${this.id}: ${refused}`, { cause: error }));
   }
 
   /** Abandons the current client; a graceful end lets queued acks and logs leave first (reboot). */
@@ -1138,6 +1156,7 @@ export class SimDevice extends EventEmitter<SimDeviceEvents> {
     downloadVerified(url, sha256, {
       timeoutMs: this.options.downloadTimeoutMs,
       cache,
+      ...(this.options.ca === undefined ? {} : { ca: this.options.ca }),
       signal: controller.signal,
     }).then(
       ({ bytes, fromCache }) => {

@@ -8,6 +8,7 @@
  * verified (HashCache), which is what tells it that a second play of the same file needs no download.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { fetchTrusting } from './tls.js';
 
 export type DownloadFailure = 'download_failed' | 'checksum_mismatch';
 
@@ -75,6 +76,11 @@ export interface DownloadOptions {
   cache?: HashCache;
   /** Aborts the download (a newer command won); the promise then rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * PEM CA bundle: the only roots trusted for an https: URL, as firmware trusts the bundle it ships with
+   * (tls.ts). Unset: Node's built-in roots.
+   */
+  ca?: string;
 }
 
 export interface DownloadResult {
@@ -100,7 +106,7 @@ export async function downloadVerified(
 ): Promise<DownloadResult> {
   const expected = sha256.toLowerCase();
   if (!SHA256_HEX.test(expected)) throw new DownloadError('checksum_mismatch', `not a SHA-256: "${sha256}"`);
-  const { timeoutMs = 30_000, cache, signal } = options;
+  const { timeoutMs = 30_000, cache, signal, ca } = options;
   const cached = cache?.get(expected);
   if (cached !== undefined) return { bytes: cached, fromCache: true };
   signal?.throwIfAborted();
@@ -115,7 +121,7 @@ export async function downloadVerified(
   for (;;) {
     const range = received > 0 ? { from: received, etag } : undefined;
     try {
-      const outcome = await fetchOnce(url, range, timeoutMs, signal, (response) => {
+      const outcome = await fetchOnce(url, range, timeoutMs, signal, ca, (response) => {
         if (range && response.status === 206) {
           const span = CONTENT_RANGE.exec(response.headers.get('content-range') ?? '');
           if (!span || Number(span[1]) !== range.from)
@@ -182,6 +188,7 @@ async function fetchOnce(
   range: { from: number; etag: string | undefined } | undefined,
   timeoutMs: number,
   signal: AbortSignal | undefined,
+  ca: string | undefined,
   accept: (response: Response) => Hash,
 ): Promise<{ bytes: number; broken: BrokenLink | undefined }> {
   const controller = new AbortController();
@@ -207,7 +214,10 @@ async function fetchOnce(
     arm();
     let response: Response;
     try {
-      response = await fetch(url, { headers, signal: controller.signal, redirect: 'follow' });
+      response =
+        ca === undefined
+          ? await fetch(url, { headers, signal: controller.signal, redirect: 'follow' })
+          : await fetchTrusting(url, { headers, signal: controller.signal }, ca);
     } catch (error) {
       throw new Error(stalled ? `no response within ${timeoutMs} ms` : describeFetchError(error), {
         cause: error,

@@ -34,3 +34,4 @@ export {
   type DownloadOptions,
   type DownloadResult,
 } from './download.js';
+export { describeCertificateError, fetchTrusting, readCaBundle } from './tls.js';

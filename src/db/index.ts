@@ -66,6 +66,8 @@ export class ForeignKeyViolationError extends Error {
 }
 
 const MIGRATIONS_TABLE = '__drizzle_migrations';
+/** How large the WAL file may stay after a checkpoint (openDatabase). */
+export const JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 const silent: DbLogger = { info: () => {}, warn: () => {} };
 
 /**
@@ -82,6 +84,12 @@ export async function openDatabase(file: string, options: OpenDatabaseOptions = 
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('busy_timeout = 5000');
+    // The WAL file grows while readers hold back a checkpoint (a long backup, a CSV export) and SQLite then
+    // only rewinds it, never shrinks it: a day of heavy writes could leave gigabytes of disk held for good.
+    // With a limit, each checkpoint that resets the WAL truncates the file back to at most 64 MB. The
+    // automatic checkpoint every 1000 pages (wal_autocheckpoint, left at its default) keeps the WAL small in
+    // normal running; the limit only returns the space after a burst.
+    sqlite.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT_BYTES}`);
     // Off while migrating: drizzle-kit rebuilds a table to change a column (create new, copy, DROP old,
     // rename), and with foreign keys on that DROP deletes every row that references the old table through
     // ON DELETE CASCADE (deliveries of each command, tokens of each user). The migrations' own

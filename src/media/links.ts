@@ -100,14 +100,16 @@ export class DownloadLinks {
 /**
  * The base of download URLs when PUBLIC_URL is unset: the address the server listens on. A wildcard
  * (0.0.0.0, ::) is no address a device can use, so the machine's first non-internal IPv4 stands in for it
- * (127.0.0.1 on a machine with none). Before listening, `fallbackPort` on loopback.
+ * (127.0.0.1 on a machine with none). Before listening, `fallbackPort` on loopback. `scheme` is https when
+ * the server has a certificate (TLS_CERT_FILE): its port then speaks nothing else.
  */
 export function listeningBaseUrl(
   address: AddressInfo | string | null,
   fallbackPort: number,
   interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces(),
+  scheme: 'http' | 'https' = 'http',
 ): string {
-  if (address === null || typeof address === 'string') return `http://127.0.0.1:${fallbackPort}`;
+  if (address === null || typeof address === 'string') return `${scheme}://127.0.0.1:${fallbackPort}`;
   let host = address.address;
   if (host === '0.0.0.0' || host === '::') {
     const external = Object.values(interfaces)
@@ -115,5 +117,5 @@ export function listeningBaseUrl(
       .find((i) => i !== undefined && i.family === 'IPv4' && !i.internal);
     host = external?.address ?? '127.0.0.1';
   }
-  return `http://${isIPv6(host) ? `[${host}]` : host}:${address.port}`;
+  return `${scheme}://${isIPv6(host) ? `[${host}]` : host}:${address.port}`;
 }

@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
 import { createWebSocketStream } from 'ws';
 import fp from 'fastify-plugin';
 import websocket from '@fastify/websocket';
@@ -15,6 +16,7 @@ import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { FastifyBaseLogger } from 'fastify';
 import { AppError } from '../errors.js';
 import { LogWindow } from '../lib/log-window.js';
+import { TLS_SERVER_OPTIONS, trackHandshakes, type CertificatePair } from '../lib/tls.js';
 import { DEVICE_PUBLISH_CHANNELS, parseDeviceTopic, topics, type DeviceChannel } from '../protocol/index.js';
 
 /** Why a device came online: a fresh connection, or a new connection replacing a live one. */
@@ -50,14 +52,19 @@ export const REFUSAL_REASONS: readonly RefusalReason[] = [
 
 export interface BrokerOptions {
   host: string;
-  port: number;
+  /** The plain MQTT listener; null: none (MQTT_PORT=off, devices use MQTT over TLS). */
+  port: number | null;
+  /** MQTT over TLS, listening only when `tls` is given. */
+  tlsPort: number;
+  /** The certificate for MQTT over TLS; null or absent: no TLS listener. */
+  tls?: CertificatePair | null;
   /** CONNECTs accepted per second from all addresses together. */
   maxConnectsPerSecond: number;
   /** CONNECTs accepted per second from one address, charged before the global cap; 0: no cap. */
   maxConnectsPerAddressPerSecond: number;
   /**
-   * Open connections one address may hold on the MQTT TCP port and the HTTP port together (the HTTP
-   * port carries MQTT over WebSocket, the API and /docs); 0: no cap.
+   * Open connections one address may hold on the MQTT ports (plain and TLS) and the HTTP port together (the
+   * HTTP port carries MQTT over WebSocket, the API and /docs); 0: no cap.
    */
   maxConnectionsPerAddress: number;
   /** Largest MQTT packet accepted, counted as its remaining length (everything after the fixed header). */
@@ -206,13 +213,16 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
   private readonly addresses = new WeakMap<Client, string>();
   /** Decided in preConnect (which sees the CONNECT packet), answered in authenticate with a CONNACK. */
   private readonly refusals = new WeakMap<Client, Refusal>();
-  /** Open sockets per address, on both ports: see admitSocket. */
+  /** Open sockets per address, on every port: see admitSocket. */
   private readonly openByAddress = new Map<string, number>();
   /** Refusals per connection (see MAX_STRIKES_PER_CONNECTION). */
   private readonly strikes = new WeakMap<Client, number>();
   private readonly subscriptionLog: LogWindow;
   private closing = false;
   private tcp: net.Server | undefined;
+  private tlsServer: tls.Server | undefined;
+  /** Ends the TLS listener's sockets still in their handshake (close). */
+  private endHandshakes: (() => void) | undefined;
   // One fixed one-second window for all connect-rate counting; the per-address map is emptied with it,
   // so it holds at most the addresses seen in one second.
   private connectWindowStart = Number.NEGATIVE_INFINITY;
@@ -450,10 +460,10 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
   /**
    * Counts a raw socket against its address until it closes, or destroys it at once when the address
    * already holds its cap: idle sockets cost a file descriptor each, and 20,000 of them from a few
-   * addresses once starved every device and /healthz. Both ports count here, into one counter: the MQTT
-   * TCP port and the HTTP port, which also carries MQTT over WebSocket, so an upgraded WebSocket is
-   * counted once, as the socket it is. The count is taken before any header is read, so it sees the peer
-   * (a reverse proxy, if there is one), never X-Forwarded-For.
+   * addresses once starved every device and /healthz. Every port counts here, into one counter: the MQTT
+   * TCP port, the MQTT over TLS port and the HTTP port, which also carries MQTT over WebSocket, so an
+   * upgraded WebSocket is counted once, as the socket it is. The count is taken before any header (or TLS
+   * handshake) is read, so it sees the peer (a reverse proxy, if there is one), never X-Forwarded-For.
    */
   admitSocket(socket: Duplex, remoteAddress: string | undefined): boolean {
     // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; one host, one key.
@@ -499,29 +509,76 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
     }
   }
 
-  async listen(): Promise<number> {
-    const server = net.createServer((socket) => {
-      if (this.admitSocket(socket, socket.remoteAddress)) this.accept(socket, socket.remoteAddress);
-    });
-    this.tcp = server;
+  /** Opens the plain listener (unless MQTT_PORT=off) and the TLS one (when there is a certificate). */
+  async listen(): Promise<void> {
+    if (this.options.port !== null) {
+      this.tcp = net.createServer((socket) => {
+        if (this.admitSocket(socket, socket.remoteAddress)) this.accept(socket, socket.remoteAddress);
+      });
+      await this.listenOn(this.tcp, this.options.port);
+    }
+    if (this.options.tls) {
+      const server = tls.createServer({
+        ...this.options.tls,
+        ...TLS_SERVER_OPTIONS,
+        // A socket that opens and never finishes its handshake holds a file descriptor as one that never
+        // sends CONNECT does; both get the same time.
+        handshakeTimeout: this.options.connectTimeoutMs,
+      });
+      // Counted on the raw socket before the handshake, as on the other ports: a flood of handshakes is
+      // what costs CPU. A socket that fails its handshake (a client trusting another CA, plain MQTT sent
+      // here, a timeout) is destroyed by Node, and its 'close' gives the count back.
+      server.on('connection', (socket: net.Socket) => {
+        this.admitSocket(socket, socket.remoteAddress);
+      });
+      // After admitSocket's listener: a socket it refused is already destroyed and not followed.
+      this.endHandshakes = trackHandshakes(server);
+      server.on('secureConnection', (socket: tls.TLSSocket) => {
+        // A socket refused by admitSocket is destroyed before it can get here; checked all the same.
+        if (!socket.destroyed) this.accept(socket, socket.remoteAddress);
+      });
+      server.on('tlsClientError', (err, socket) => {
+        this.log.debug({ address: socket.remoteAddress, err: err.message }, 'MQTT TLS handshake failed');
+        // With a listener here, Node leaves closing the socket to it (a handshake timeout would hold it open).
+        socket.destroy();
+      });
+      this.tlsServer = server;
+      await this.listenOn(server, this.options.tlsPort);
+    }
+  }
+
+  private async listenOn(server: net.Server, port: number): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.options.port, this.options.host, () => {
+      server.listen(port, this.options.host, () => {
         server.off('error', reject);
         resolve();
       });
     });
-    return this.port;
   }
 
+  /** New TLS connections get this certificate; open ones keep the one they shook hands with. */
+  setSecureContext(pair: CertificatePair): void {
+    this.tlsServer?.setSecureContext({ ...pair, ...TLS_SERVER_OPTIONS });
+  }
+
+  /** The plain MQTT port (the bound one once listening); throws when that listener is off (MQTT_PORT=off). */
   get port(): number {
-    const address = this.tcp?.address();
-    return address && typeof address === 'object' ? address.port : this.options.port;
+    if (this.options.port === null) throw new Error('the plain MQTT listener is off (MQTT_PORT=off)');
+    return boundPort(this.tcp) ?? this.options.port;
   }
 
-  /** True while the MQTT TCP listener accepts connections (for /readyz). */
+  /** The MQTT over TLS port (the bound one once listening); null without a certificate. */
+  get tlsPort(): number | null {
+    if (!this.options.tls) return null;
+    return boundPort(this.tlsServer) ?? this.options.tlsPort;
+  }
+
+  /** True while every configured MQTT listener accepts connections (for /readyz). */
   get listening(): boolean {
-    return this.tcp?.listening ?? false;
+    const plain = this.options.port === null || (this.tcp?.listening ?? false);
+    const secure = !this.options.tls || (this.tlsServer?.listening ?? false);
+    return plain && secure && (this.tcp !== undefined || this.tlsServer !== undefined);
   }
 
   isOnline(deviceId: string): boolean {
@@ -568,11 +625,19 @@ export class DeviceBroker extends EventEmitter<BrokerEvents> {
   async close(): Promise<void> {
     this.closing = true;
     // Stop accepting first, then close every client, so no device slips in during shutdown.
-    const tcp = this.tcp;
-    const tcpClosed = tcp ? new Promise<void>((resolve) => tcp.close(() => resolve())) : Promise.resolve();
+    const listenersClosed = [this.tcp, this.tlsServer].map((server) =>
+      server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve(),
+    );
+    // No client yet, so Aedes would not close them, and the listener's close would wait for them.
+    this.endHandshakes?.();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
-    await tcpClosed;
+    await Promise.all(listenersClosed);
   }
+}
+
+function boundPort(server: net.Server | undefined): number | undefined {
+  const address = server?.address();
+  return address && typeof address === 'object' ? address.port : undefined;
 }
 
 declare module 'fastify' {
@@ -581,7 +646,10 @@ declare module 'fastify' {
   }
 }
 
-/** MQTT over TCP on its own port and over WebSocket at /mqtt on the HTTP port. */
+/**
+ * MQTT over TCP on its own port, over TLS on another (with a certificate), and over WebSocket at /mqtt on
+ * the HTTP port (WSS when the HTTP port is HTTPS).
+ */
 export default fp<BrokerOptions>(
   async (app, options) => {
     const broker = await DeviceBroker.create(options, app.log.child({ component: 'broker' }));
@@ -618,8 +686,11 @@ export default fp<BrokerOptions>(
     });
 
     app.addHook('onReady', async () => {
-      const port = await broker.listen();
-      app.log.info({ port }, 'MQTT broker listening');
+      await broker.listen();
+      app.log.info(
+        { port: options.port === null ? 'off' : broker.port, tlsPort: broker.tlsPort ?? 'off' },
+        'MQTT broker listening',
+      );
     });
     app.addHook('onClose', async () => {
       await broker.close();

@@ -89,6 +89,11 @@ export function frameworkErrors(error: FastifyError, request: FastifyRequest, re
 export function clientErrorHandler(this: unknown, error: Error & { code?: string }, socket: Socket): void {
   // A reset peer cannot be answered; a socket already answered gets the parser's repeated errors too.
   if (error.code === 'ECONNRESET' || socket.destroyed || socket.writableEnded) return;
+  // A failed TLS handshake (HTTPS hands it here): there is no session to answer in, and nothing to wait for.
+  if (error.code?.startsWith('ERR_TLS_') || error.code?.startsWith('ERR_SSL_')) {
+    socket.destroy();
+    return;
+  }
   (this as FastifyInstance | undefined)?.log.debug({ err: error }, 'client error');
   // As Node does by default: a response already under way on this connection must not be corrupted.
   const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;

@@ -34,6 +34,9 @@ const eventLabel = (channel: string) => (DEVICE_EVENT_SET.has(channel) ? channel
 // device status the health service rewrites from memory (retried, never dropped).
 const BATCH_WRITERS = ['acks', 'playback', 'presence', 'telemetry', 'device_status', 'other'];
 const writerLabel = (writer: string) => (BATCH_WRITERS.includes(writer) ? writer : 'other');
+/** The `table` label: the tables src/modules/system/retention.ts prunes. */
+export const RETENTION_TABLES = ['command_deliveries', 'presence_transitions', 'alerts', 'audit_log'] as const;
+export type RetentionTable = (typeof RETENTION_TABLES)[number];
 
 export interface TopAreaDevices {
   areaId: string;
@@ -46,6 +49,10 @@ export interface TopAreaDevices {
 export interface MetricsSources {
   mqttConnections: () => number;
   devicesByTopArea: () => readonly TopAreaDevices[];
+  /** When the TLS certificate in use expires; absent without TLS (no series then). */
+  tlsCertificateExpiry?: () => Date;
+  /** Alert webhook events in the outbox (src/modules/alerts/webhook.ts). */
+  alertWebhookEvents?: () => { pending: number; givenUp: number };
 }
 
 // A command and its ack cross a 4G link, often with a weak signal at the edge of a commune: from tens of
@@ -89,6 +96,9 @@ export class Metrics {
   private readonly dispatchLag: Histogram;
   private readonly backupLastSuccess: Gauge;
   private readonly backupFailures: Counter;
+  private readonly webhookRequests: Counter<'outcome'>;
+  private readonly webhookGivenUp: Counter;
+  private readonly retentionDeleted: Counter<'table'>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -192,6 +202,25 @@ export class Metrics {
       help: 'Scheduled database backups that failed (nothing was kept under a backup name).',
       registers,
     });
+    this.retentionDeleted = new Counter({
+      name: 'loa_retention_rows_deleted_total',
+      help: 'Rows deleted by the retention job because they outlived their retention period, by table.',
+      labelNames: ['table'],
+      registers,
+    });
+    for (const table of RETENTION_TABLES) this.retentionDeleted.inc({ table }, 0);
+
+    this.webhookRequests = new Counter({
+      name: 'loa_alert_webhook_requests_total',
+      help: 'Alert webhook requests (each carrying a batch of events), by outcome.',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.webhookGivenUp = new Counter({
+      name: 'loa_alert_webhook_events_given_up_total',
+      help: 'Alert webhook events given up after ALERT_WEBHOOK_ATTEMPTS failed requests.',
+      registers,
+    });
 
     // The gauges live in the registry and fill themselves at scrape time: nothing here keeps a reference.
     new Gauge({
@@ -218,6 +247,32 @@ export class Metrics {
       },
     });
 
+    new Gauge({
+      name: 'loa_alert_webhook_events',
+      help: 'Alert webhook events in the outbox: pending (waiting or being retried) and given_up (kept 30 days).',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const events = sources.alertWebhookEvents?.() ?? { pending: 0, givenUp: 0 };
+        this.set({ state: 'pending' }, events.pending);
+        this.set({ state: 'given_up' }, events.givenUp);
+      },
+    });
+
+    const tlsExpiry = sources.tlsCertificateExpiry;
+    if (tlsExpiry) {
+      // Follows reloads: `loa_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400` alerts on a
+      // renewal that did not happen (or was not picked up).
+      new Gauge({
+        name: 'loa_tls_certificate_expiry_timestamp_seconds',
+        help: 'Unix time at which the TLS certificate in use (TLS_CERT_FILE) expires.',
+        registers,
+        collect() {
+          this.set(tlsExpiry().getTime() / 1000);
+        },
+      });
+    }
+
     // Series of the closed label sets exist at 0 from the start, so that rate() and alerts see the first
     // event instead of a series appearing out of nowhere.
     for (const type of COMMAND_TYPES) {
@@ -234,6 +289,7 @@ export class Metrics {
     }
     for (const channel of DEVICE_EVENT_CHANNELS) this.deviceEventFailures.inc({ channel }, 0);
     for (const reason of REFUSAL_REASONS) this.connectionsRefused.inc({ reason }, 0);
+    for (const outcome of ['delivered', 'failed']) this.webhookRequests.inc({ outcome }, 0);
     for (const writer of BATCH_WRITERS) {
       this.batchRetries.inc({ writer }, 0);
       this.batchDropped.inc({ writer }, 0);
@@ -256,6 +312,18 @@ export class Metrics {
 
   backupFailed(): void {
     this.backupFailures.inc();
+  }
+
+  retentionRowsDeleted(table: RetentionTable, rows: number): void {
+    if (rows > 0) this.retentionDeleted.inc({ table }, rows);
+  }
+
+  alertWebhookRequest(outcome: 'delivered' | 'failed'): void {
+    this.webhookRequests.inc({ outcome });
+  }
+
+  alertWebhookEventsGivenUp(events: number): void {
+    this.webhookGivenUp.inc(events);
   }
 
   /** `latencyMs` is null when the caller does not know when the command was sent: counted, not timed. */

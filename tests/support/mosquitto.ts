@@ -1,5 +1,5 @@
 /**
- * Whether Debian's mosquitto-clients (mosquitto_pub, mosquitto_sub) can be run. npm does not install them,
+ * Whether Debian's mosquitto-clients (mosquitto_pub, mosquitto_sub), and curl, can be run. npm does not install them,
  * so on a fresh machine `npm ci && npm test` skips the tests that need them, saying how to install them;
  * .ci/run installs them and sets LOA_REQUIRE_MOSQUITTO=1, which turns a missing client into a failure so
  * that CI never silently stops testing the protocol with a third-party client.
@@ -24,26 +24,43 @@ function onPath(command: string, searchPath: string): boolean {
     });
 }
 
-export interface MosquittoClients {
-  /** The clients that cannot be found on PATH. */
+export interface ExternalTools {
+  /** The commands that cannot be found on PATH. */
   missing: string[];
-  /** LOA_REQUIRE_MOSQUITTO=1: a missing client fails the tests instead of skipping them. */
+  /** The LOA_REQUIRE_… variable is 1: a missing command fails the tests instead of skipping them. */
   required: boolean;
-  /** Skip: clients missing and not required. */
+  /** Skip: commands missing and not required. */
   skip: boolean;
-  /** Why the tests are skipped or fail; empty when every client is there. */
+  /** Why the tests are skipped or fail; empty when every command is there. */
   message: string;
 }
 
-export function mosquittoClients(env: NodeJS.ProcessEnv = process.env): MosquittoClients {
-  const missing = MOSQUITTO_CLIENTS.filter((command) => !onPath(command, env.PATH ?? ''));
-  const required = env.LOA_REQUIRE_MOSQUITTO === '1';
+/** Debian commands some tests run (npm cannot install them): skipped when absent, unless `requireVar` is 1. */
+export function externalTools(
+  commands: readonly string[],
+  requireVar: string,
+  installHint: string,
+  env: NodeJS.ProcessEnv = process.env,
+): ExternalTools {
+  const missing = commands.filter((command) => !onPath(command, env.PATH ?? ''));
+  const required = env[requireVar] === '1';
   const message =
     missing.length === 0
       ? ''
-      : `${missing.join(' and ')} not found on PATH: install them with \`${INSTALL_HINT}\`` +
+      : `${missing.join(' and ')} not found on PATH: install with \`${installHint}\`` +
         (required
-          ? ' (LOA_REQUIRE_MOSQUITTO=1: these tests must run)'
-          : '; skipping the tests that use them (set LOA_REQUIRE_MOSQUITTO=1 to make this a failure)');
+          ? ` (${requireVar}=1: these tests must run)`
+          : `; skipping the tests that use them (set ${requireVar}=1 to make this a failure)`);
   return { missing, required, skip: missing.length > 0 && !required, message };
+}
+
+export type MosquittoClients = ExternalTools;
+
+export function mosquittoClients(env: NodeJS.ProcessEnv = process.env): MosquittoClients {
+  return externalTools(MOSQUITTO_CLIENTS, 'LOA_REQUIRE_MOSQUITTO', INSTALL_HINT, env);
+}
+
+/** curl, the HTTPS client of the TLS tests; .ci/run installs it and sets LOA_REQUIRE_CURL=1. */
+export function curlClient(env: NodeJS.ProcessEnv = process.env): ExternalTools {
+  return externalTools(['curl'], 'LOA_REQUIRE_CURL', 'apt-get install curl', env);
 }

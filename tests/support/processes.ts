@@ -45,3 +45,34 @@ export function startServer(env: Record<string, string>): ServerProcess {
   );
   return { child, exited, output: () => output };
 }
+
+export interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program (never through a shell), killing it after `timeoutMs`. */
+export function run(
+  command: string,
+  args: string[],
+  options: { onStdout?: (chunk: string) => void; timeoutMs?: number } = {},
+): { child: ChildProcess; done: Promise<Run>; kill: () => void } {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+    options.onStdout?.(chunk);
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 15_000);
+  const done = new Promise<Run>((resolve, reject) => {
+    child.on('error', (err) => reject(new Error(`${command} could not start: ${err.message}`)));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+  return { child, done, kill: () => child.kill('SIGKILL') };
+}

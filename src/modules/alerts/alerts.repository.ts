@@ -1,4 +1,4 @@
-import { and, count, desc, eq, type SQL } from 'drizzle-orm';
+import { and, count, desc, eq, inArray, type SQL } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import {
   alerts,
@@ -14,30 +14,39 @@ export type AlertWithDevice = AlertRow & {
   deviceName: string | null;
   areaId: string | null;
   areaPath: string | null;
+  areaName: string | null;
 };
 
 export class AlertsRepository {
   constructor(private readonly db: Db) {}
 
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(() => fn());
+  }
+
   open(): AlertRow[] {
     return this.db.select().from(alerts).where(eq(alerts.state, 'open')).all();
   }
 
-  insert(row: { deviceId: string; kind: AlertKind; reasons: string[]; openedAt: Date }): AlertRow {
+  /** Inserts open alerts in one statement (evaluate() writes hundreds at a time); returns them in order. */
+  insertMany(rows: { deviceId: string; kind: AlertKind; reasons: string[]; openedAt: Date }[]): AlertRow[] {
+    if (rows.length === 0) return [];
     return this.db
       .insert(alerts)
-      .values({ ...row, state: 'open' })
+      .values(rows.map((row) => ({ ...row, state: 'open' as const })))
       .returning()
-      .get();
+      .all();
   }
 
-  resolve(id: number, at: Date): AlertRow | undefined {
+  /** Resolves the alerts among `ids` that are still open; returns those it resolved. */
+  resolveMany(ids: number[], at: Date): AlertRow[] {
+    if (ids.length === 0) return [];
     return this.db
       .update(alerts)
       .set({ state: 'resolved', resolvedAt: at })
-      .where(eq(alerts.id, id))
+      .where(and(inArray(alerts.id, ids), eq(alerts.state, 'open')))
       .returning()
-      .get();
+      .all();
   }
 
   setReasons(id: number, reasons: string[]): void {
@@ -54,15 +63,38 @@ export class AlertsRepository {
 
   private withDevice() {
     return this.db
-      .select({ alert: alerts, deviceName: devices.name, areaId: devices.areaId, areaPath: areas.path })
+      .select({
+        alert: alerts,
+        deviceName: devices.name,
+        areaId: devices.areaId,
+        areaPath: areas.path,
+        areaName: areas.name,
+      })
       .from(alerts)
       .leftJoin(devices, eq(alerts.deviceId, devices.id))
       .leftJoin(areas, eq(devices.areaId, areas.id));
   }
 
   findById(id: number): AlertWithDevice | undefined {
-    const row = this.withDevice().where(eq(alerts.id, id)).get();
-    return row && { ...row.alert, deviceName: row.deviceName, areaId: row.areaId, areaPath: row.areaPath };
+    return this.findManyById([id]).get(id);
+  }
+
+  /** One query for many alerts (a webhook batch of them), keyed by id. */
+  findManyById(ids: number[]): Map<number, AlertWithDevice> {
+    if (ids.length === 0) return new Map();
+    const rows = this.withDevice().where(inArray(alerts.id, ids)).all();
+    return new Map(
+      rows.map((row) => [
+        row.alert.id,
+        {
+          ...row.alert,
+          deviceName: row.deviceName,
+          areaId: row.areaId,
+          areaPath: row.areaPath,
+          areaName: row.areaName,
+        },
+      ]),
+    );
   }
 
   /** Newest first; limited to devices in the subtree unless pathPrefix is null (admin). */
@@ -84,7 +116,13 @@ export class AlertsRepository {
       .limit(filter.limit)
       .offset(filter.offset)
       .all()
-      .map((r) => ({ ...r.alert, deviceName: r.deviceName, areaId: r.areaId, areaPath: r.areaPath }));
+      .map((r) => ({
+        ...r.alert,
+        deviceName: r.deviceName,
+        areaId: r.areaId,
+        areaPath: r.areaPath,
+        areaName: r.areaName,
+      }));
     const total =
       this.db
         .select({ n: count() })

@@ -14,7 +14,8 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { LiveColumns } from '../health/health.repository.js';
 import type { AlertsRepository, AlertWithDevice } from './alerts.repository.js';
 import type { AlertView, ListAlertsQuery } from './alerts.schemas.js';
-import type { AlertNotifier } from './webhook.js';
+import type { WebhookOutboxRepository } from './outbox.repository.js';
+import type { AlertEventSink } from './webhook.js';
 
 const iso = (d: Date | null) => d?.toISOString() ?? null;
 
@@ -61,68 +62,143 @@ export function alertConditions(
   return found;
 }
 
+/** Changes written per transaction by evaluate(). */
+const EVALUATE_SLICE = 500;
+
+type AlertChange =
+  | { change: 'open'; deviceId: string; kind: AlertKind; reasons: string[] }
+  | { change: 'reasons'; id: number; reasons: string[] }
+  | { change: 'resolve'; alert: AlertRow };
+
 export class AlertsService {
+  /** The evaluation running in slices, if any. */
+  private evaluating: Promise<{ opened: number; resolved: number }> | null = null;
+  private sliced = false;
+
   constructor(
     private readonly repo: AlertsRepository,
     private readonly areas: AreasService,
     private readonly audit: AuditService,
-    private readonly notifier: AlertNotifier,
+    /** Where alert events go when a webhook is set; null: none. */
+    private readonly webhook: AlertEventSink | null,
     private readonly config: Config['alerts'],
     private readonly clock: Clock,
     private readonly log: FastifyBaseLogger,
+    private readonly outbox: Pick<WebhookOutboxRepository, 'countByState'>,
   ) {}
 
-  /** Opens, updates and resolves alerts to match the devices' live status; returns what changed. */
-  evaluate(devices: ReadonlyMap<string, Readonly<LiveColumns>>): { opened: number; resolved: number } {
+  /** Webhook events in the outbox by state, read by /metrics at scrape time. */
+  webhookEvents(): { pending: number; givenUp: number } {
+    return this.outbox.countByState();
+  }
+
+  /**
+   * Opens, updates and resolves alerts to match the devices' live status; resolves to what changed. The
+   * changes are written in slices of a few hundred, each one transaction with its webhook events, yielding
+   * between slices: a province-wide outage opens 10,000 alerts at once, and MQTT and HTTP must not stall
+   * behind them. A few changes (the usual case) are written before this returns its promise. Overlapping
+   * calls are not possible: a call made while one is running gets that run's result.
+   */
+  evaluate(
+    devices: ReadonlyMap<string, Readonly<LiveColumns>>,
+  ): Promise<{ opened: number; resolved: number }> {
+    if (this.evaluating) return this.evaluating;
+    const run = this.evaluateInSlices(devices);
+    // Still running after its first slice: kept until it ends (it clears this itself).
+    if (this.sliced) this.evaluating = run;
+    return run;
+  }
+
+  private async evaluateInSlices(
+    devices: ReadonlyMap<string, Readonly<LiveColumns>>,
+  ): Promise<{ opened: number; resolved: number }> {
     const now = this.clock.now();
+    const changes = this.changes(devices, now);
+    const total = { opened: 0, resolved: 0 };
+    try {
+      for (let i = 0; i < changes.length; i += EVALUATE_SLICE) {
+        if (i > 0) {
+          this.sliced = true;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        const done = this.repo.transaction(() => this.apply(changes.slice(i, i + EVALUATE_SLICE), now));
+        total.opened += done.opened;
+        total.resolved += done.resolved;
+        // After the commit: the sender must not look before the events are there.
+        if (done.opened + done.resolved > 0) this.webhook?.wake();
+      }
+      return total;
+    } finally {
+      this.sliced = false;
+      this.evaluating = null;
+    }
+  }
+
+  /** What must change, from the open alerts and the devices' live status now. */
+  private changes(devices: ReadonlyMap<string, Readonly<LiveColumns>>, now: Date): AlertChange[] {
     const open = new Map(this.repo.open().map((a) => [`${a.deviceId}|${a.kind}`, a]));
-    let opened = 0;
-    let resolved = 0;
+    const changes: AlertChange[] = [];
     for (const [deviceId, live] of devices) {
       for (const [kind, reasons] of alertConditions(live, now.getTime(), this.config)) {
         const key = `${deviceId}|${kind}`;
         const existing = open.get(key);
         open.delete(key);
-        if (!existing) {
-          const alert = this.repo.insert({ deviceId, kind, reasons, openedAt: now });
-          this.log.warn({ alertId: alert.id, deviceId, kind, reasons }, 'alert opened');
-          this.notifier.notify({
-            event: 'alert.opened',
-            alert: this.notified(alert),
-            sentAt: now.toISOString(),
-          });
-          opened += 1;
-        } else if (existing.reasons.join() !== reasons.join()) {
-          this.repo.setReasons(existing.id, reasons);
-        }
+        if (!existing) changes.push({ change: 'open', deviceId, kind, reasons });
+        else if (existing.reasons.join() !== reasons.join())
+          changes.push({ change: 'reasons', id: existing.id, reasons });
       }
     }
-    // Whatever is still open no longer holds (or its device was deleted).
-    for (const alert of open.values()) {
-      const done = this.repo.resolve(alert.id, now);
-      if (!done) continue;
-      this.log.info({ alertId: alert.id, deviceId: alert.deviceId, kind: alert.kind }, 'alert resolved');
-      this.notifier.notify({
-        event: 'alert.resolved',
-        alert: this.notified(done),
-        sentAt: now.toISOString(),
-      });
-      resolved += 1;
+    // Whatever is still open no longer holds (or its device was deleted). After the openings, so that
+    // the outbox order never puts a resolution before an opening of the same pass.
+    for (const alert of open.values()) changes.push({ change: 'resolve', alert });
+    return changes;
+  }
+
+  /** Writes some changes, with their webhook events when a webhook is set; call inside a transaction. */
+  private apply(changes: AlertChange[], now: Date): { opened: number; resolved: number } {
+    // Written a statement per kind of change, not per alert: 10,000 alerts cost a few dozen statements.
+    const opened = this.repo.insertMany(
+      changes.flatMap((c) =>
+        c.change === 'open'
+          ? [{ deviceId: c.deviceId, kind: c.kind, reasons: c.reasons, openedAt: now }]
+          : [],
+      ),
+    );
+    for (const c of changes) if (c.change === 'reasons') this.repo.setReasons(c.id, c.reasons);
+    const resolved = this.repo.resolveMany(
+      changes.flatMap((c) => (c.change === 'resolve' ? [c.alert.id] : [])),
+      now,
+    );
+    for (const alert of opened) {
+      const { id: alertId, deviceId, kind, reasons } = alert;
+      this.log.warn({ alertId, deviceId, kind, reasons }, 'alert opened');
     }
-    return { opened, resolved };
+    for (const { id: alertId, deviceId, kind } of resolved) {
+      this.log.info({ alertId, deviceId, kind }, 'alert resolved');
+    }
+    if (this.webhook) {
+      const at = now.toISOString();
+      const views = this.repo.findManyById([...opened, ...resolved].map((a) => a.id));
+      // Openings first: a pass never resolves an alert it opened, so order within it is free.
+      this.webhook.enqueue(
+        [
+          ...opened.map((a) => ({ event: 'alert.opened' as const, at, alert: this.notified(a, views) })),
+          ...resolved.map((a) => ({ event: 'alert.resolved' as const, at, alert: this.notified(a, views) })),
+        ],
+        now,
+      );
+    }
+    return { opened: opened.length, resolved: resolved.length };
   }
 
   /**
-   * An alert as a webhook carries it: with its device's name and area, so that whoever reads it in a chat
-   * knows which loudspeaker (the bare row only has the id; a deleted device has neither).
+   * An alert as a webhook carries it: the API's view plus its area's name, so that whoever reads it in a
+   * chat knows which loudspeaker and where (the bare row only has the device id; a deleted device has
+   * neither name).
    */
-  private notified(alert: AlertRow): AlertView {
-    return toView(this.repo.findById(alert.id) ?? alert);
-  }
-
-  /** On shutdown: give queued webhook deliveries a moment, then stop. */
-  drain(timeoutMs: number): Promise<void> {
-    return this.notifier.drain(timeoutMs);
+  private notified(alert: AlertRow, views: Map<number, AlertWithDevice>): Record<string, unknown> {
+    const found = views.get(alert.id);
+    return { ...toView(found ?? alert), areaName: found?.areaName ?? null };
   }
 
   list(actor: Actor, query: ListAlertsQuery) {

@@ -1,28 +1,30 @@
 /**
- * Delivers alert events to an operator's webhook (a chat bot, an SMS gateway) with retries. Events go out
- * one at a time, in order, so a receiver never sees a resolution before the opening it resolves.
+ * Delivers alert events to an operator's webhook (a chat bot, an SMS gateway) from a durable outbox
+ * (docs/health.md "Webhook"). The alerts service writes each event into `webhook_outbox` in the same
+ * transaction as the alert change it tells of; this sender POSTs the oldest pending events in batches, in
+ * order, so a province-wide outage that opens 10,000 alerts makes a handful of requests, a receiver never
+ * sees a resolution before the opening it resolves, and nothing is lost to a restart.
  */
 import { createHmac } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import { systemClock, type Clock } from '../../lib/clock.js';
+import type { Clock } from '../../lib/clock.js';
+import type { OutboxRow, WebhookOutboxRepository } from './outbox.repository.js';
 
-export interface AlertEvent {
+/** One event as stored in the outbox and sent in a batch's `events`. */
+export type AlertEvent = {
   event: 'alert.opened' | 'alert.resolved';
+  /** When the alert opened or resolved (ISO 8601). */
+  at: string;
   alert: Record<string, unknown>;
-  sentAt: string;
+};
+
+/** What the alerts service needs of the webhook. */
+export interface AlertEventSink {
+  /** Called inside the transaction that changes the alerts. */
+  enqueue(events: AlertEvent[], at: Date): void;
+  /** Called after that transaction committed: a batch goes out shortly. */
+  wake(): void;
 }
-
-export interface AlertNotifier {
-  notify(event: AlertEvent): void;
-  /** Waits for what is queued, giving up after `timeoutMs`. */
-  drain(timeoutMs: number): Promise<void>;
-}
-
-/** Used when no webhook is configured. */
-export const noNotifier: AlertNotifier = { notify: () => undefined, drain: async () => undefined };
-
-// A receiver that is down for an hour must not make the queue grow without bound.
-const MAX_QUEUE = 1_000;
 
 /**
  * The signature headers of one request (the GitHub/Stripe convention, docs/health.md): an HMAC-SHA256 of
@@ -35,117 +37,196 @@ export function signatureHeaders(secret: string, at: Date, body: Buffer): Record
   return { 'x-loa-timestamp': timestamp, 'x-loa-signature': `sha256=${mac}` };
 }
 
-export class WebhookNotifier implements AlertNotifier {
-  private queue: AlertEvent[] = [];
-  private running: Promise<void> | null = null;
+export interface WebhookSenderOptions {
+  url: string;
+  /** Attempts per event before it is given up (ALERT_WEBHOOK_ATTEMPTS). */
+  attempts: number;
+  /** Most events in one request (ALERT_WEBHOOK_BATCH_MAX). */
+  batchMax: number;
+  /** HMAC key signing every request; undefined: requests go unsigned. */
+  secret: string | undefined;
+  /** How long new events wait for others to join their batch. */
+  lingerMs?: number;
+  /** First retry delay; doubles on every attempt, up to `maxDelayMs`. */
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  /** A request that has not been answered in this long has failed. */
+  timeoutMs?: number;
+}
+
+/** Told of each request and give-up, for /metrics. */
+export interface WebhookSenderEvents {
+  requested(outcome: 'delivered' | 'failed'): void;
+  gaveUp(events: number): void;
+}
+
+/** Sends the outbox. One request at a time; its timers are on the injected clock so tests move time. */
+export class WebhookSender implements AlertEventSink {
+  private readonly lingerMs: number;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly timeoutMs: number;
+  /** The linger or back-off timer, when one is set. */
+  private timer: unknown = null;
+  /**
+   * True while the send loop runs; cleared by the loop itself in the same tick as its last look at the
+   * outbox, so an event added after that look always finds it false and schedules the next run.
+   */
+  private busy = false;
+  private inFlight: Promise<void> = Promise.resolve();
   private stopped = false;
-  /** Set when shutdown begins: a back-off in progress ends at once, so each event gets one last try. */
-  private readonly draining = new AbortController();
-  /** Set when the shutdown deadline has passed: aborts the request in flight. */
-  private readonly stop = new AbortController();
+  /** Aborts the request in flight when the shutdown grace is over. */
+  private readonly abort = new AbortController();
 
   constructor(
-    private readonly url: string,
-    private readonly attempts: number,
-    /** HMAC key signing every request; undefined: requests go unsigned. */
-    private readonly secret: string | undefined,
+    private readonly outbox: WebhookOutboxRepository,
+    private readonly options: WebhookSenderOptions,
+    private readonly clock: Clock,
     private readonly log: FastifyBaseLogger,
-    /** Times the back-off, so tests move time instead of waiting for it. */
-    private readonly clock: Clock = systemClock,
-    /** First retry delay; doubles on every attempt, capped at a minute. */
-    private readonly baseDelayMs = 2_000,
-  ) {}
-
-  notify(event: AlertEvent): void {
-    if (this.stopped) return;
-    if (this.queue.length >= MAX_QUEUE) {
-      const dropped = this.queue.shift();
-      this.log.error(
-        { dropped: dropped?.event, alertId: dropped?.alert.id },
-        'alert webhook queue full; dropped the oldest event',
-      );
-    }
-    this.queue.push(event);
-    this.running ??= this.run().finally(() => (this.running = null));
+    private readonly events: WebhookSenderEvents,
+  ) {
+    this.lingerMs = options.lingerMs ?? 1_000;
+    this.baseDelayMs = options.baseDelayMs ?? 2_000;
+    this.maxDelayMs = options.maxDelayMs ?? 600_000;
+    this.timeoutMs = options.timeoutMs ?? 10_000;
   }
 
-  async drain(timeoutMs: number): Promise<void> {
-    this.draining.abort();
-    const running = this.running;
-    // A shutdown deadline is real time whatever clock drives the back-off: the process must exit.
-    let deadline: NodeJS.Timeout | undefined;
-    if (running)
-      await Promise.race([running, new Promise((resolve) => (deadline = setTimeout(resolve, timeoutMs)))]);
-    clearTimeout(deadline);
-    if (this.running) {
-      this.log.warn(
-        { queued: this.queue.length },
-        'alert webhook stopped before delivering every event; the rest are dropped',
-      );
-    }
+  enqueue(events: AlertEvent[], at: Date): void {
+    this.outbox.add(events, at);
+  }
+
+  wake(): void {
+    this.schedule(this.lingerMs);
+  }
+
+  /** At start-up: sends what was left pending before a restart (after its back-off, if it had one). */
+  start(): void {
+    this.kick();
+  }
+
+  /**
+   * Stops between requests; a request in flight gets `graceMs` (real time: the process must exit whatever
+   * clock drives the back-off), then is aborted. What is not delivered stays pending for the next start.
+   */
+  async stop(graceMs: number): Promise<void> {
     this.stopped = true;
-    this.stop.abort();
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    this.timer = null;
+    let deadline: NodeJS.Timeout | undefined;
+    await Promise.race([this.inFlight, new Promise((resolve) => (deadline = setTimeout(resolve, graceMs)))]);
+    clearTimeout(deadline);
+    this.abort.abort();
+    await this.inFlight;
   }
 
+  /** Runs the send loop after `ms`, unless it is running or already due. */
+  private schedule(ms: number): void {
+    if (this.stopped || this.busy || this.timer !== null) return;
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = null;
+      this.kick();
+    }, ms);
+  }
+
+  private kick(): void {
+    if (this.stopped || this.busy) return;
+    this.busy = true;
+    this.inFlight = this.run();
+  }
+
+  /** Sends batch after batch until the outbox is empty or its head must wait for its back-off. */
   private async run(): Promise<void> {
-    for (let event = this.queue.shift(); event && !this.stopped; event = this.queue.shift())
-      await this.deliver(event);
+    let wakeInMs: number | null = null;
+    try {
+      while (!this.stopped) {
+        const rows = this.outbox.head(this.options.batchMax);
+        const head = rows[0];
+        if (!head) break;
+        const waitMs = head.nextAttemptAt.getTime() - this.clock.now().getTime();
+        if (waitMs > 0) {
+          wakeInMs = waitMs;
+          break;
+        }
+        await this.send(rows);
+      }
+    } catch (err) {
+      // The database failed (busy, disk full): the events are still there; look again later.
+      this.log.error({ err }, 'alert webhook outbox could not be read or updated; will retry');
+      wakeInMs = this.baseDelayMs;
+    } finally {
+      this.busy = false;
+    }
+    if (wakeInMs !== null) this.schedule(wakeInMs);
   }
 
-  /** Resolves after `ms` on the injected clock, or as soon as shutdown begins. */
-  private backOff(ms: number): Promise<void> {
-    const signal = this.draining.signal;
-    return new Promise((resolve) => {
-      if (signal.aborted) {
-        resolve();
+  private retryDelay(attempt: number): number {
+    return Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (attempt - 1));
+  }
+
+  private async send(rows: OutboxRow[]): Promise<void> {
+    const sentAt = this.clock.now();
+    // Serialised once, as bytes: what is signed is exactly what goes on the wire.
+    const body = Buffer.from(
+      JSON.stringify({ events: rows.map((r) => r.event), sentAt: sentAt.toISOString() }),
+      'utf8',
+    );
+    let error: string;
+    try {
+      const res = await fetch(this.options.url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json; charset=utf-8',
+          'user-agent': 'loa-alerts/2',
+          ...(this.options.secret ? signatureHeaders(this.options.secret, sentAt, body) : {}),
+        },
+        body,
+        // A 3xx is a failed attempt, not followed: after a 301 or 302 fetch would send a body-less GET (an
+        // http:// URL behind a redirect to https://), and its 2xx would delete events nobody received.
+        redirect: 'manual',
+        signal: AbortSignal.any([AbortSignal.timeout(this.timeoutMs), this.abort.signal]),
+      });
+      // Read to the end, so the connection can be reused.
+      await res.arrayBuffer().catch(() => undefined);
+      if (res.ok) {
+        this.outbox.delete(rows.map((r) => r.id));
+        this.events.requested('delivered');
         return;
       }
-      const done = () => {
-        this.clock.clearTimeout(handle);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const handle = this.clock.setTimeout(done, ms);
-      signal.addEventListener('abort', done);
-    });
-  }
-
-  private async deliver(event: AlertEvent): Promise<void> {
-    // Serialised once, as bytes: what is signed is exactly what goes on the wire, on every attempt.
-    const body = Buffer.from(JSON.stringify(event), 'utf8');
-    for (let attempt = 1; attempt <= this.attempts; attempt++) {
-      try {
-        // Signed afresh on each attempt: a retry carries its own timestamp, so it is not refused as stale.
-        const signature = this.secret ? signatureHeaders(this.secret, this.clock.now(), body) : {};
-        const res = await fetch(this.url, {
-          method: 'POST',
-          headers: {
-            'content-type': 'application/json; charset=utf-8',
-            'user-agent': 'loa-alerts/1',
-            ...signature,
-          },
-          body,
-          signal: AbortSignal.any([AbortSignal.timeout(10_000), this.stop.signal]),
-        });
-        if (res.ok) return;
-        this.log.warn(
-          { status: res.status, attempt, alertId: event.alert.id },
-          'alert webhook refused the event',
-        );
-      } catch (err) {
-        this.log.warn(
-          { err: (err as Error).message, attempt, alertId: event.alert.id },
-          'alert webhook unreachable',
-        );
-      }
-      if (this.stopped || this.draining.signal.aborted) break;
-      if (attempt < this.attempts) {
-        await this.backOff(Math.min(60_000, this.baseDelayMs * 2 ** (attempt - 1)));
-      }
+      error = `HTTP ${res.status}`;
+    } catch (err) {
+      // Aborted by shutdown: not an attempt; the events stay pending for the next start.
+      if (this.abort.signal.aborted) return;
+      const cause = (err as Error).cause;
+      error = `${(err as Error).message}${cause instanceof Error ? `: ${cause.message}` : ''}`;
     }
-    this.log.error(
-      { event: event.event, alertId: event.alert.id, attempts: this.attempts },
-      'alert webhook gave up on the event',
+    this.events.requested('failed');
+    const now = this.clock.now();
+    this.outbox.failed(
+      rows,
+      error,
+      this.options.attempts,
+      now,
+      (attempt) => new Date(now.getTime() + this.retryDelay(attempt)),
     );
+    const exhausted = rows.filter((r) => r.attempts + 1 >= this.options.attempts);
+    if (exhausted.length > 0) {
+      this.log.error(
+        {
+          events: exhausted.length,
+          alertIds: exhausted.map((r) => (r.event as { alert?: { id?: unknown } }).alert?.id),
+          attempts: this.options.attempts,
+          error,
+        },
+        'alert webhook gave up on events',
+      );
+      this.events.gaveUp(exhausted.length);
+    }
+    if (exhausted.length < rows.length) {
+      const attempt = rows.find((r) => r.attempts + 1 < this.options.attempts)!.attempts + 1;
+      this.log.warn(
+        { events: rows.length - exhausted.length, attempt, retryInMs: this.retryDelay(attempt), error },
+        'alert webhook request failed; will retry',
+      );
+    }
   }
 }

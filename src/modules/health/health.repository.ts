@@ -98,6 +98,8 @@ export class HealthRepository {
         ampTempC: raw('ampTempC'),
         speakerFault: raw('speakerFault'),
       })
+      // The key is (device, time): a second message from a device within the same millisecond is dropped.
+      .onConflictDoNothing()
       .prepare();
     this.updateLive = db
       .update(devices)
@@ -210,18 +212,6 @@ export class HealthRepository {
       .orderBy(desc(presenceTransitions.at), desc(presenceTransitions.id))
       .limit(limit)
       .all();
-  }
-
-  /** Deletes telemetry older than `before`, in bounded chunks so a large backlog never blocks the broker. */
-  pruneTelemetry(before: Date, chunk = 5_000): number {
-    let total = 0;
-    for (;;) {
-      const { changes } = this.db.run(
-        sql`DELETE FROM ${telemetrySamples} WHERE ${telemetrySamples.id} IN (SELECT ${telemetrySamples.id} FROM ${telemetrySamples} WHERE ${telemetrySamples.at} < ${before.getTime()} LIMIT ${chunk})`,
-      );
-      total += changes;
-      if (changes < chunk) return total;
-    }
   }
 
   /**

@@ -32,6 +32,14 @@ import {
   type Transition,
 } from './health.repository.js';
 import type { AreaSummary, DeviceHealthView } from './health.schemas.js';
+import { TelemetryMaintenance, type MaintenanceResult } from './telemetry.maintenance.js';
+import {
+  ROLLUP_BUCKET_MS,
+  ROLLUP_JOB,
+  type Aggregate,
+  type BucketAggregates,
+  type TelemetryRepository,
+} from './telemetry.repository.js';
 
 interface Live extends LiveColumns {
   /** When telemetry (or the connection) was last heard, for silence detection. */
@@ -60,14 +68,22 @@ export class HealthService {
   /** Failed writes of the live columns in a row, and when they may be tried again. */
   private statusFailures = 0;
   private statusRetryAt = 0;
+  private readonly maintenance: TelemetryMaintenance;
 
   constructor(
     private readonly repo: HealthRepository,
+    private readonly telemetry: TelemetryRepository,
     private readonly config: HealthConfig,
     private readonly clock: Clock,
     private readonly log: FastifyBaseLogger,
     private readonly metrics: HealthMetrics,
   ) {
+    this.maintenance = new TelemetryMaintenance(
+      telemetry,
+      { rawMs: config.telemetryRawMs, retentionMs: config.telemetryRetentionMs },
+      clock,
+      log,
+    );
     const none = new Map<string, LiveColumns>();
     this.transitions = this.historyWriter('presence', 'presence transitions', (items) =>
       repo.write(none, items, []),
@@ -213,12 +229,12 @@ export class HealthService {
     return count;
   }
 
-  pruneTelemetry(): number {
-    const removed = this.repo.pruneTelemetry(
-      new Date(this.clock.now().getTime() - this.config.telemetryRetentionMs),
-    );
-    if (removed > 0) this.log.info({ removed }, 'pruned old telemetry');
-    return removed;
+  /**
+   * Rolls raw telemetry up into 5-minute buckets and prunes raw samples and roll-ups past their time, in
+   * slices that yield to the event loop; ends between slices once `signal` aborts.
+   */
+  maintainTelemetry(signal?: AbortSignal): Promise<MaintenanceResult> {
+    return this.maintenance.run(signal);
   }
 
   /**
@@ -328,28 +344,23 @@ export class HealthService {
   }
 
   /**
-   * Metrics over a period (default: the last 24 hours), as raw samples while they fit in 500 points and
-   * averaged into buckets of whole heartbeats beyond that, so a month of history stays a light answer.
+   * Metrics over a period (default: the last 24 hours). Within the raw window (TELEMETRY_RAW_HOURS), from
+   * the raw samples: as they are while they fit in 500 points, averaged into buckets of whole heartbeats
+   * beyond that. Further back, from the 5-minute roll-ups merged into at most 500 buckets of whole
+   * 5 minutes, plus the raw samples not rolled up yet where the range reaches them; same shape either way.
    */
   telemetryHistory(
     deviceId: string,
     query: { from?: string | undefined; to?: string | undefined; metric?: Metric | undefined },
   ) {
-    const to = query.to ? new Date(query.to) : this.clock.now();
+    const now = this.clock.now().getTime();
+    const to = query.to ? new Date(query.to) : new Date(now);
     const from = query.from ? new Date(query.from) : new Date(to.getTime() - DAY_MS);
-    const span = to.getTime() - from.getTime();
-    const heartbeat = this.config.heartbeatMs;
-    const bucketMs =
-      span / heartbeat <= MAX_POINTS ? null : Math.ceil(span / MAX_POINTS / heartbeat) * heartbeat;
-    const series: Record<
-      string,
-      { at: string; avg: number | null; min: number | null; max: number | null; count: number }[]
-    > = {};
-    for (const metric of query.metric ? [query.metric] : METRICS) {
-      series[metric] = this.repo
-        .series(deviceId, metric, from, to, bucketMs ?? 1)
-        .map((p) => ({ ...p, at: new Date(p.at).toISOString() }));
-    }
+    const metrics = query.metric ? [query.metric] : METRICS;
+    const fromRaw = from.getTime() >= now - this.config.telemetryRawMs;
+    const { bucketMs, series } = fromRaw
+      ? this.rawHistory(deviceId, metrics, from, to)
+      : this.rolledUpHistory(deviceId, metrics, from.getTime(), to.getTime());
     return {
       deviceId,
       from: from.toISOString(),
@@ -357,6 +368,63 @@ export class HealthService {
       bucketS: bucketMs === null ? null : bucketMs / 1000,
       series,
     };
+  }
+
+  private rawHistory(deviceId: string, metrics: readonly Metric[], from: Date, to: Date) {
+    const span = to.getTime() - from.getTime();
+    const heartbeat = this.config.heartbeatMs;
+    const bucketMs =
+      span / heartbeat <= MAX_POINTS ? null : Math.ceil(span / MAX_POINTS / heartbeat) * heartbeat;
+    const series: Record<string, SeriesPoint[]> = {};
+    for (const metric of metrics) {
+      series[metric] = this.repo
+        .series(deviceId, metric, from, to, bucketMs ?? 1)
+        .map((p) => ({ ...p, at: new Date(p.at).toISOString() }));
+    }
+    return { bucketMs, series };
+  }
+
+  private rolledUpHistory(deviceId: string, metrics: readonly Metric[], from: number, to: number) {
+    const bucketMs = Math.max(
+      ROLLUP_BUCKET_MS,
+      Math.ceil((to - from) / MAX_POINTS / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS,
+    );
+    // Every bucket before the mark is rolled up; after it, only raw samples hold the data (and raw samples
+    // before it may be pruned already). Reading each side of the mark from one table counts nothing twice.
+    const mark = this.telemetry.getMark(ROLLUP_JOB) ?? Number.NEGATIVE_INFINITY;
+    const parts: BucketAggregates[] = [];
+    if (from < mark) {
+      // The 5-minute buckets that overlap [from, to) (one that starts at `to` would hold only later samples).
+      parts.push(
+        ...this.telemetry.rollupAggregates(
+          deviceId,
+          from - ROLLUP_BUCKET_MS + 1,
+          Math.min(to, mark) - 1,
+          bucketMs,
+        ),
+      );
+    }
+    if (to >= mark) {
+      parts.push(...this.telemetry.rawAggregates(deviceId, Math.max(from, mark), to, bucketMs));
+    }
+    // A bucket straddling the mark has a part from each table: merged here.
+    const merged = new Map<number, BucketAggregates>();
+    for (const part of parts) {
+      const into = merged.get(part.at);
+      if (!into) merged.set(part.at, part);
+      else for (const metric of metrics) into[metric] = mergeAggregates(into[metric], part[metric]);
+    }
+    const buckets = [...merged.values()].sort((a, b) => a.at - b.at);
+    const series: Record<string, SeriesPoint[]> = {};
+    for (const metric of metrics) {
+      series[metric] = buckets
+        .filter((b) => b[metric].n > 0)
+        .map((b) => {
+          const { n, sum, min, max } = b[metric];
+          return { at: new Date(b.at).toISOString(), avg: sum / n, min, max, count: n };
+        });
+    }
+    return { bucketMs, series };
   }
 
   countByTopArea() {
@@ -474,6 +542,25 @@ export class HealthService {
       });
     }
   }
+}
+
+interface SeriesPoint {
+  at: string;
+  avg: number | null;
+  min: number | null;
+  max: number | null;
+  count: number;
+}
+
+function mergeAggregates(a: Aggregate, b: Aggregate): Aggregate {
+  const pick = (x: number | null, y: number | null, f: (p: number, q: number) => number) =>
+    x === null ? y : y === null ? x : f(x, y);
+  return {
+    n: a.n + b.n,
+    sum: a.sum + b.sum,
+    min: pick(a.min, b.min, Math.min),
+    max: pick(a.max, b.max, Math.max),
+  };
 }
 
 function sameReasons(a: readonly HealthReason[], b: readonly string[]): boolean {

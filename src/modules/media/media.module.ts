@@ -24,10 +24,20 @@ export default fp<ModuleOptions>(
     );
     // Device download links need an address devices can reach; without PUBLIC_URL, the listening one.
     const publicUrl = config.http.publicUrl?.replace(/\/+$/, '');
+    const scheme = config.tls ? 'https' : 'http';
+    const listening = () => listeningBaseUrl(app.server.address(), config.http.port, undefined, scheme);
     let listeningUrl: string | undefined;
+    if (config.tls && publicUrl?.startsWith('http://')) {
+      // Legitimate only behind something that turns it into HTTPS; otherwise every download link is dead.
+      app.log.warn(
+        { publicUrl },
+        'PUBLIC_URL is http:// but this server speaks HTTPS only (TLS_CERT_FILE): device download links will ' +
+          'fail unless a proxy answers plain HTTP there. Use https://.',
+      );
+    }
     app.addHook('onListen', async () => {
       if (publicUrl || listeningUrl) return;
-      listeningUrl = listeningBaseUrl(app.server.address(), config.http.port);
+      listeningUrl = listening();
       app.log.warn(
         { downloadBase: listeningUrl },
         'PUBLIC_URL is unset: device download links use the listening address, which devices on a 4G link may ' +
@@ -43,7 +53,7 @@ export default fp<ModuleOptions>(
       new MediaStore(config.media.dir),
       new DownloadLinks(
         loadUrlSecret(config.media.urlSecret, config.dataDir),
-        () => publicUrl ?? listeningUrl ?? listeningBaseUrl(app.server.address(), config.http.port),
+        () => publicUrl ?? listeningUrl ?? listening(),
         clock,
       ),
       new Audio(audioTools, config.media),

@@ -17,6 +17,14 @@ const backupSchema = z
       .describe('why the latest scheduled backup failed; null once one succeeds'),
   })
   .describe('Scheduled database backups (BACKUP_EVERY_MIN, docs/operations.md)');
+// Information too: nothing a restart or another replica would fix. Public in every TLS handshake anyway.
+const tlsSchema = z
+  .object({
+    expiresAt: z.iso.datetime(),
+    fingerprint: z.string().describe('SHA-256 of the certificate in use, as openssl prints it'),
+  })
+  .optional()
+  .describe('The TLS certificate in use (TLS_CERT_FILE, docs/operations.md); absent when TLS is off');
 
 /**
  * Liveness (`/healthz`: the process answers) and readiness (`/readyz`: it can do its job — the database takes
@@ -51,7 +59,12 @@ const routes: FastifyPluginAsyncZod = async (app) => {
           '200 when ready; otherwise 503 problem+json with code `not_ready` and `checks` saying what is not ready.',
         security: [],
         response: {
-          200: z.object({ status: z.literal('ready'), checks: checksSchema, backup: backupSchema }),
+          200: z.object({
+            status: z.literal('ready'),
+            checks: checksSchema,
+            backup: backupSchema,
+            tls: tlsSchema,
+          }),
           503: z.object({
             type: z.string(),
             title: z.string(),
@@ -61,6 +74,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
             code: z.literal('not_ready'),
             checks: checksSchema,
             backup: backupSchema,
+            tls: tlsSchema,
           }),
         },
       },
@@ -75,8 +89,11 @@ const routes: FastifyPluginAsyncZod = async (app) => {
         broker: results.broker.ok ? 'ok' : results.broker.reason,
       };
       const backup = app.backups.report();
+      const tls = app.tls
+        ? { expiresAt: app.tls.expiresAt.toISOString(), fingerprint: app.tls.info.fingerprint }
+        : undefined;
       const failing = (Object.keys(results) as (keyof typeof results)[]).filter((k) => !results[k].ok);
-      if (failing.length === 0) return { status: 'ready' as const, checks, backup };
+      if (failing.length === 0) return { status: 'ready' as const, checks, backup, tls };
 
       request.log.warn({ checks }, 'not ready');
       const problem = toProblem(
@@ -93,6 +110,7 @@ const routes: FastifyPluginAsyncZod = async (app) => {
           detail: problem.detail ?? '',
           checks,
           backup,
+          tls,
         });
     },
   );
