@@ -204,7 +204,8 @@ export function instructions(files: DevCertificates, hosts: string[], days: numb
     '',
     'Clients trust the CA:',
     `  npm run sim -- --mqtt mqtts://${hostInUrl}:8883 --ca ${files.caFile} ...`,
-    `  mosquitto_sub -h ${host} -p 8883 --cafile ${files.caFile} -t '#' -u USER -P PASSWORD`,
+    // As a device: it may subscribe only to its own cmd topic (docs/protocol.md).
+    `  mosquitto_sub -h ${host} -p 8883 --cafile ${files.caFile} -V mqttv311 -i DEVICE_ID -u DEVICE_ID -P SECRET -t loa/v1/devices/DEVICE_ID/cmd -q 1`,
     `  curl --cacert ${files.caFile} https://${hostInUrl}:3000/healthz`,
     '',
   ].join('\n');
