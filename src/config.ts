@@ -282,7 +282,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  TELEMETRY_RAW_HOURS: must not be longer than TELEMETRY_RETENTION_DAYS');
   }
   if (e.MQTT_PORT === 'off' && e.TLS_CERT_FILE === undefined) {
-    problems.push('  MQTT_PORT: may be off only with TLS_CERT_FILE and TLS_KEY_FILE (devices need a listener)');
+    problems.push(
+      '  MQTT_PORT: may be off only with TLS_CERT_FILE and TLS_KEY_FILE (devices need a listener)',
+    );
   }
   if (problems.length > 0) throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
   const dataDir = path.resolve(e.DATA_DIR);

@@ -92,8 +92,6 @@ export class PeriodicJobs {
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { then?: unknown }).then === 'function'
+    typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function'
   );
 }

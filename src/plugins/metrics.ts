@@ -35,7 +35,12 @@ const eventLabel = (channel: string) => (DEVICE_EVENT_SET.has(channel) ? channel
 const BATCH_WRITERS = ['acks', 'playback', 'presence', 'telemetry', 'device_status', 'other'];
 const writerLabel = (writer: string) => (BATCH_WRITERS.includes(writer) ? writer : 'other');
 /** The `table` label: the tables src/modules/system/retention.ts prunes. */
-export const RETENTION_TABLES = ['command_deliveries', 'presence_transitions', 'alerts', 'audit_log'] as const;
+export const RETENTION_TABLES = [
+  'command_deliveries',
+  'presence_transitions',
+  'alerts',
+  'audit_log',
+] as const;
 export type RetentionTable = (typeof RETENTION_TABLES)[number];
 
 export interface TopAreaDevices {
