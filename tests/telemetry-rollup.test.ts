@@ -5,13 +5,13 @@
  * telemetry flush would) so that days of history take milliseconds; the clock is driven by the test.
  */
 import fs from 'node:fs';
-import { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { ADMIN_PASSWORD, createAreaTree, createTestApp, type TestApp } from './support/app.js';
 import { ManualClock } from './support/clock.js';
+import { captureLog, type LogLine } from './support/log.js';
 import { waitFor } from './support/wait.js';
 
 const MIN = 60_000;
@@ -231,17 +231,12 @@ describe('telemetry roll-up and bounded storage', () => {
   });
 
   /** Log lines of the app, parsed. */
-  let logs: { level: number; msg: string; [key: string]: unknown }[] = [];
+  let logs: LogLine[] = [];
   const start = async (env: Record<string, string> = {}) => {
     clock = new ManualClock(new Date(T0).toISOString());
-    logs = [];
-    const stream = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as never);
-        callback();
-      },
-    });
-    t = await createTestApp({ clock, env, logger: { level: 'info', stream } });
+    const log = captureLog();
+    logs = log.lines;
+    t = await createTestApp({ clock, env, logger: { level: 'info', stream: log.stream } });
     return t;
   };
   const file = () => loadConfig({ DATA_DIR: t!.dataDir, ADMIN_PASSWORD }).databaseFile;

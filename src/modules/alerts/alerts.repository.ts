@@ -83,18 +83,7 @@ export class AlertsRepository {
   findManyById(ids: number[]): Map<number, AlertWithDevice> {
     if (ids.length === 0) return new Map();
     const rows = this.withDevice().where(inArray(alerts.id, ids)).all();
-    return new Map(
-      rows.map((row) => [
-        row.alert.id,
-        {
-          ...row.alert,
-          deviceName: row.deviceName,
-          areaId: row.areaId,
-          areaPath: row.areaPath,
-          areaName: row.areaName,
-        },
-      ]),
-    );
+    return new Map(rows.map((row) => [row.alert.id, flatten(row)]));
   }
 
   /** Newest first; limited to devices in the subtree unless pathPrefix is null (admin). */
@@ -116,13 +105,7 @@ export class AlertsRepository {
       .limit(filter.limit)
       .offset(filter.offset)
       .all()
-      .map((r) => ({
-        ...r.alert,
-        deviceName: r.deviceName,
-        areaId: r.areaId,
-        areaPath: r.areaPath,
-        areaName: r.areaName,
-      }));
+      .map(flatten);
     const total =
       this.db
         .select({ n: count() })
@@ -133,4 +116,12 @@ export class AlertsRepository {
         .get()?.n ?? 0;
     return { rows, total };
   }
+}
+
+/** A row of withDevice() as one object. */
+function flatten({
+  alert,
+  ...device
+}: { alert: AlertRow } & Omit<AlertWithDevice, keyof AlertRow>): AlertWithDevice {
+  return { ...alert, ...device };
 }

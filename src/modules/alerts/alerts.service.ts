@@ -3,6 +3,7 @@
  * fault for another reason, or has stayed degraded longer than a threshold; it resolves itself when the
  * condition clears. Evaluated periodically over the live status the health service keeps in memory.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from '../../config.js';
 import type { AlertKind, AlertRow } from '../../db/schema/index.js';
@@ -119,7 +120,7 @@ export class AlertsService {
       for (let i = 0; i < changes.length; i += EVALUATE_SLICE) {
         if (i > 0) {
           this.sliced = true;
-          await new Promise((resolve) => setImmediate(resolve));
+          await nextTurn();
         }
         const done = this.repo.transaction(() => this.apply(changes.slice(i, i + EVALUATE_SLICE), now));
         total.opened += done.opened;

@@ -8,6 +8,7 @@
  * of the event loop between slices, so MQTT and HTTP are served in between (bench/telemetry-maintenance.ts).
  * A run stops between two slices when its signal aborts (shutdown); the next run resumes from the mark.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Clock } from '../../lib/clock.js';
 import { ROLLUP_BUCKET_MS, ROLLUP_JOB, type TelemetryRepository } from './telemetry.repository.js';
@@ -53,7 +54,6 @@ const ROWS_PER_SLICE = 5_000;
 const BUCKETS_PER_SLICE = 500;
 
 const floorToBucket = (ms: number) => Math.floor(ms / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class TelemetryMaintenance {
   private readonly devicesPerSlice: number;

@@ -9,7 +9,7 @@
  */
 import type Database from 'better-sqlite3';
 import { sqliteOf, type Db } from '../../db/index.js';
-import type { Metric } from './health.repository.js';
+import { METRICS, type Metric } from './health.repository.js';
 
 /** The roll-up bucket: 5 minutes, aligned to multiples of 5 minutes since the epoch (UTC). */
 export const ROLLUP_BUCKET_MS = 300_000;
@@ -75,7 +75,6 @@ const METRIC_STORAGE: Record<
     trueCount: 'speaker_fault_true',
   },
 };
-const METRIC_NAMES = Object.keys(METRIC_STORAGE) as Metric[];
 
 /** One metric over one bucket, in the metric's own unit: enough to merge buckets without losing anything. */
 export interface Aggregate {
@@ -126,7 +125,7 @@ export class TelemetryRepository {
       `at / ${ROLLUP_BUCKET_MS} * ${ROLLUP_BUCKET_MS} AS bucket`,
       'count(*)',
     ];
-    for (const metric of METRIC_NAMES) {
+    for (const metric of METRICS) {
       const s = METRIC_STORAGE[metric];
       if (s.kind === 'number') {
         if (s.n !== 'samples') {
@@ -166,7 +165,7 @@ export class TelemetryRepository {
     // History over long ranges. Bound numbers arrive as REAL, hence the CAST to truncate the division.
     const rollupAggregates: string[] = [];
     const rawAggregates: string[] = [];
-    for (const metric of METRIC_NAMES) {
+    for (const metric of METRICS) {
       const s = METRIC_STORAGE[metric];
       if (s.kind === 'number') {
         // The sum of a bucket is its average times its count: exact up to the roll-up's rounding.
@@ -269,7 +268,7 @@ export class TelemetryRepository {
 
 function toAggregates(row: Row): BucketAggregates {
   const out = { at: row.at as number } as BucketAggregates;
-  for (const metric of METRIC_NAMES) {
+  for (const metric of METRICS) {
     out[metric] = {
       n: row[`${metric}_n`] ?? 0,
       sum: row[`${metric}_sum`] ?? 0,

@@ -19,6 +19,7 @@
  * At shutdown the run ends at the next slice (jobs.signal). Each delete walks an index (see the EXPLAIN
  * QUERY PLAN test in tests/retention.test.ts), never the whole table.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
 import fp from 'fastify-plugin';
 import type { Config } from '../../config.js';
@@ -59,8 +60,6 @@ export interface RetentionOptions {
   /** Rows per slice; tests make it small to see several slices. */
   sliceRows?: number;
 }
-
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * The queries, on the raw connection: rowid sub-selects with a LIMIT that drizzle cannot express. Exported
@@ -169,7 +168,7 @@ export class Retention {
         if (step.done) break;
         deleted[table] += step.value;
         metrics.retentionRowsDeleted(table, step.value);
-        await yieldToEventLoop();
+        await nextTurn();
       }
       if (!complete) break;
     }
